@@ -1,0 +1,1 @@
+//! Zero-copy shared-memory rings.

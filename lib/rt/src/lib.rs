@@ -1,0 +1,1 @@
+//! User runtime for every component.

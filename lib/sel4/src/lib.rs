@@ -1,0 +1,1 @@
+//! Typed seL4 interface.

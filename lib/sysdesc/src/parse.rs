@@ -1,0 +1,478 @@
+//! Parsing and validating `system.toml` (host only).
+//!
+//! Every problem is reported, not just the first, each naming the item it is about, so that a
+//! broken description is fixed in one pass and nothing boots with it.
+
+use super::*;
+use alloc::collections::BTreeSet;
+use alloc::format;
+use alloc::string::ToString;
+use std::fmt;
+
+/// One problem found in a system description.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DescError(pub String);
+
+impl fmt::Display for DescError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DescError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSystem {
+    #[serde(default)]
+    component: Vec<RawComponent>,
+    #[serde(default)]
+    endpoint: Vec<RawChannel>,
+    #[serde(default)]
+    notification: Vec<RawChannel>,
+    #[serde(default)]
+    region: Vec<RawRegion>,
+    #[serde(default)]
+    io_port: Vec<IoPortGrant>,
+    #[serde(default)]
+    irq: Vec<RawIrq>,
+    #[serde(default)]
+    mmio: Vec<MmioGrant>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawComponent {
+    name: String,
+    package: Option<String>,
+    bin: Option<String>,
+    priority: u8,
+    #[serde(default)]
+    core: u8,
+    #[serde(default = "default_stack")]
+    stack_size: u64,
+    #[serde(default = "default_heap")]
+    heap_size: u64,
+    #[serde(default)]
+    threads: Vec<RawThread>,
+    #[serde(default)]
+    restart: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThread {
+    name: String,
+    priority: u8,
+    #[serde(default)]
+    core: u8,
+    #[serde(default = "default_stack")]
+    stack_size: u64,
+}
+
+fn default_stack() -> u64 {
+    64 * 1024
+}
+fn default_heap() -> u64 {
+    1024 * 1024
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChannel {
+    name: String,
+    holders: Vec<RawHolder>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHolder {
+    component: String,
+    #[serde(default)]
+    badge: u64,
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegion {
+    name: String,
+    size: u64,
+    #[serde(default)]
+    dma: bool,
+    maps: Vec<RawMapping>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMapping {
+    component: String,
+    name: Option<String>,
+    #[serde(default = "yes")]
+    writable: bool,
+    vaddr: Option<u64>,
+    /// The least size this component needs the region to be.
+    min_size: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIrq {
+    component: String,
+    name: String,
+    ioapic_pin: Option<u8>,
+    #[serde(default)]
+    level: bool,
+    #[serde(default)]
+    active_low: bool,
+    msi: Option<RawMsi>,
+    notification: String,
+    #[serde(default)]
+    badge: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMsi {
+    bus: u8,
+    dev: u8,
+    func: u8,
+    #[serde(default)]
+    handle: u64,
+}
+
+/// Parse and validate a system description. `max_cores` is the number of cores of the largest
+/// kernel the system is built for. Returns every problem found.
+pub fn parse(text: &str, max_cores: u8) -> Result<System, Vec<DescError>> {
+    let raw: RawSystem =
+        toml::from_str(text).map_err(|e| alloc::vec![DescError(format!("system description: {e}"))])?;
+    let mut errors = Vec::new();
+    let mut err = |msg: String| errors.push(DescError(msg));
+
+    // Components.
+    let mut names = BTreeSet::new();
+    let mut components = Vec::new();
+    for c in raw.component {
+        if !names.insert(c.name.clone()) {
+            err(format!("component `{}` is declared twice", c.name));
+        }
+        if c.priority == 255 {
+            err(format!("component `{}`: priority 255 is the root task's; use 0..=254", c.name));
+        }
+        let mut thread_names = BTreeSet::new();
+        for t in &c.threads {
+            if !thread_names.insert(t.name.clone()) {
+                err(format!("component `{}`: thread `{}` is declared twice", c.name, t.name));
+            }
+            if t.priority == 255 {
+                err(format!("component `{}` thread `{}`: priority 255 is the root task's", c.name, t.name));
+            }
+            if t.core >= max_cores {
+                err(format!("component `{}` thread `{}`: core {} does not exist (cores: {max_cores})", c.name, t.name, t.core));
+            }
+            check_stack(&mut err, &c.name, &t.name, t.stack_size);
+        }
+        if c.core >= max_cores {
+            err(format!("component `{}`: core {} does not exist (cores: {max_cores})", c.name, c.core));
+        }
+        check_stack(&mut err, &c.name, "main", c.stack_size);
+        if c.heap_size > 0x4000_0000 {
+            err(format!("component `{}`: heap of {} bytes is larger than 1 GiB", c.name, c.heap_size));
+        }
+        let bin = c.bin.unwrap_or_else(|| c.name.clone());
+        components.push(Component {
+            package: c.package.unwrap_or_else(|| bin.clone()),
+            bin,
+            name: c.name,
+            priority: c.priority,
+            core: c.core,
+            stack_size: page_round_up(c.stack_size),
+            heap_size: page_round_up(c.heap_size),
+            threads: c
+                .threads
+                .into_iter()
+                .map(|t| Thread { name: t.name, priority: t.priority, core: t.core, stack_size: page_round_up(t.stack_size) })
+                .collect(),
+            restart: c.restart,
+        });
+    }
+    let known = |name: &str| names.contains(name);
+
+    // Capability names must be unique within each component.
+    let mut cap_names: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut claim_cap = |err: &mut dyn FnMut(String), component: &str, name: &str, what: &str| {
+        if !cap_names.insert((component.to_string(), name.to_string())) {
+            err(format!("component `{component}` is given two capabilities named `{name}` (second: {what})"));
+        }
+    };
+
+    let mut channels = |kind: &str, raws: Vec<RawChannel>, err: &mut dyn FnMut(String)| -> Vec<Channel> {
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for ch in raws {
+            if !seen.insert(ch.name.clone()) {
+                err(format!("{kind} `{}` is declared twice", ch.name));
+            }
+            if ch.holders.is_empty() {
+                err(format!("{kind} `{}` has no holders", ch.name));
+            }
+            let mut badges = BTreeSet::new();
+            let mut holders = Vec::new();
+            for h in ch.holders {
+                if !known(&h.component) {
+                    err(format!("{kind} `{}`: unknown component `{}`", ch.name, h.component));
+                }
+                if h.badge != 0 && !badges.insert(h.badge) {
+                    err(format!("{kind} `{}`: badge {} is given twice", ch.name, h.badge));
+                }
+                let name = h.name.unwrap_or_else(|| ch.name.clone());
+                claim_cap(err, &h.component, &name, &format!("{kind} `{}`", ch.name));
+                holders.push(Holder { component: h.component, badge: h.badge, name });
+            }
+            out.push(Channel { name: ch.name, holders });
+        }
+        out
+    };
+    let endpoints = channels("endpoint", raw.endpoint, &mut err);
+    let notifications = channels("notification", raw.notification, &mut err);
+
+    // Regions and the fixed addresses components ask for.
+    let mut region_names = BTreeSet::new();
+    let mut region_names_in: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut fixed: Vec<(String, String, u64, u64)> = Vec::new();
+    let mut regions = Vec::new();
+    for r in raw.region {
+        if !region_names.insert(r.name.clone()) {
+            err(format!("region `{}` is declared twice", r.name));
+        }
+        if r.size == 0 || r.size % PAGE_SIZE != 0 {
+            err(format!("region `{}`: size {} is not a positive multiple of {PAGE_SIZE}", r.name, r.size));
+        }
+        let mut maps = Vec::new();
+        for m in r.maps {
+            if !known(&m.component) {
+                err(format!("region `{}`: unknown component `{}`", r.name, m.component));
+            }
+            if let Some(min) = m.min_size {
+                if r.size < min {
+                    err(format!(
+                        "region `{}` is too small for component `{}`: {} bytes, needs at least {min}",
+                        r.name, m.component, r.size
+                    ));
+                }
+            }
+            let name = m.name.unwrap_or_else(|| r.name.clone());
+            if !region_names_in.insert((m.component.clone(), name.clone())) {
+                err(format!("component `{}` maps two regions named `{name}`", m.component));
+            }
+            if let Some(v) = m.vaddr {
+                fixed.push((m.component.clone(), r.name.clone(), v, r.size));
+            }
+            maps.push(Mapping { component: m.component, name, writable: m.writable, vaddr: m.vaddr });
+        }
+        regions.push(Region { name: r.name, size: r.size, dma: r.dma, maps });
+    }
+    for (comp, region, v, size) in &fixed {
+        if v % PAGE_SIZE != 0 {
+            err(format!("region `{region}` in `{comp}`: address {v:#x} is not page aligned"));
+        }
+        if *v < MAP_BASE || v.saturating_add(*size) > USER_TOP {
+            err(format!(
+                "region `{region}` in `{comp}`: {v:#x}..{:#x} is outside the mappable range {MAP_BASE:#x}..{USER_TOP:#x}",
+                v.saturating_add(*size)
+            ));
+        }
+    }
+    for (i, a) in fixed.iter().enumerate() {
+        for b in &fixed[i + 1..] {
+            if a.0 == b.0 && a.2 < b.2.saturating_add(b.3) && b.2 < a.2.saturating_add(a.3) {
+                err(format!("component `{}`: mappings of regions `{}` and `{}` overlap", a.0, a.1, b.1));
+            }
+        }
+    }
+
+    // Devices.
+    for (i, p) in raw.io_port.iter().enumerate() {
+        if !known(&p.component) {
+            err(format!("io_port `{}`: unknown component `{}`", p.name, p.component));
+        }
+        if p.first > p.last {
+            err(format!("io_port `{}`: first port {:#x} is above last {:#x}", p.name, p.first, p.last));
+        }
+        claim_cap(&mut err, &p.component, &p.name, "io_port");
+        for q in &raw.io_port[i + 1..] {
+            if q.component != p.component && p.first <= q.last && q.first <= p.last {
+                err(format!(
+                    "io_port `{}` ({}) and `{}` ({}) overlap: a device has one owner",
+                    p.name, p.component, q.name, q.component
+                ));
+            }
+        }
+    }
+    let mut irqs = Vec::new();
+    for q in raw.irq {
+        if !known(&q.component) {
+            err(format!("irq `{}`: unknown component `{}`", q.name, q.component));
+        }
+        let holds = notifications
+            .iter()
+            .any(|n| n.holders.iter().any(|h| h.component == q.component && h.name == q.notification));
+        if !holds {
+            err(format!(
+                "irq `{}`: component `{}` holds no notification named `{}`",
+                q.name, q.component, q.notification
+            ));
+        }
+        claim_cap(&mut err, &q.component, &q.name, "irq");
+        let source = match (q.ioapic_pin, q.msi) {
+            (Some(pin), None) => IrqSource::IoApic { ioapic: 0, pin, level: q.level, active_low: q.active_low },
+            (None, Some(m)) => IrqSource::Msi { bus: m.bus, dev: m.dev, func: m.func, handle: m.handle },
+            _ => {
+                err(format!("irq `{}`: give exactly one of `ioapic_pin` and `msi`", q.name));
+                continue;
+            }
+        };
+        irqs.push(IrqGrant {
+            component: q.component,
+            name: q.name,
+            source,
+            notification: q.notification,
+            badge: q.badge,
+        });
+    }
+    for m in &raw.mmio {
+        if !known(&m.component) {
+            err(format!("mmio `{}`: unknown component `{}`", m.name, m.component));
+        }
+        if m.paddr % PAGE_SIZE != 0 || m.size == 0 || m.size % PAGE_SIZE != 0 {
+            err(format!("mmio `{}`: address and size must be page aligned and non-zero", m.name));
+        }
+        if !region_names_in.insert((m.component.clone(), m.name.clone())) {
+            err(format!("component `{}` maps two regions named `{}`", m.component, m.name));
+        }
+    }
+
+    if errors.is_empty() {
+        Ok(System { components, endpoints, notifications, regions, io_ports: raw.io_port, irqs, mmio: raw.mmio })
+    } else {
+        Err(errors)
+    }
+}
+
+fn check_stack(err: &mut dyn FnMut(String), component: &str, thread: &str, size: u64) {
+    if size < PAGE_SIZE || size > STACK_SLOT - PAGE_SIZE {
+        err(format!(
+            "component `{component}` thread `{thread}`: stack of {size} bytes must be between {PAGE_SIZE} and {}",
+            STACK_SLOT - PAGE_SIZE
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [[component]]
+        name = "ping"
+        priority = 100
+        [[component]]
+        name = "pong"
+        priority = 101
+        threads = [{ name = "w", priority = 100, core = 1 }]
+        [[endpoint]]
+        name = "pp"
+        holders = [{ component = "pong" }, { component = "ping", badge = 7 }]
+        [[notification]]
+        name = "bell"
+        holders = [{ component = "pong" }, { component = "ping", badge = 1 }]
+        [[region]]
+        name = "shared"
+        size = 8192
+        maps = [{ component = "ping" }, { component = "pong", writable = false, min_size = 4096 }]
+    "#;
+
+    #[test]
+    fn good_description_parses() {
+        let sys = parse(GOOD, 2).unwrap();
+        assert_eq!(sys.components.len(), 2);
+        assert_eq!(sys.components[1].threads[0].core, 1);
+        assert_eq!(sys.endpoints[0].holders[1].badge, 7);
+        assert!(!sys.regions[0].maps[1].writable);
+    }
+
+    fn errors_of(text: &str) -> Vec<String> {
+        parse(text, 2).unwrap_err().into_iter().map(|e| e.0).collect()
+    }
+
+    #[test]
+    fn unknown_component_is_named() {
+        let text = GOOD.replace("{ component = \"ping\", badge = 7 }", "{ component = \"pnig\", badge = 7 }");
+        let errs = errors_of(&text);
+        assert!(errs.iter().any(|e| e.contains("unknown component `pnig`")), "{errs:?}");
+    }
+
+    #[test]
+    fn region_too_small_is_reported() {
+        let errs = errors_of(&GOOD.replace("min_size = 4096", "min_size = 16384"));
+        assert!(errs.iter().any(|e| e.contains("too small")), "{errs:?}");
+    }
+
+    #[test]
+    fn overlapping_fixed_mappings_are_reported() {
+        let text = format!(
+            "{GOOD}
+            [[region]]
+            name = \"a\"
+            size = 8192
+            maps = [{{ component = \"ping\", vaddr = 0x200000000 }}]
+            [[region]]
+            name = \"b\"
+            size = 4096
+            maps = [{{ component = \"ping\", vaddr = 0x200001000 }}]"
+        );
+        let errs = errors_of(&text);
+        assert!(errs.iter().any(|e| e.contains("overlap")), "{errs:?}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = GOOD
+            .replace("size = 8192", "size = 100")
+            .replace("core = 1", "core = 5")
+            .replace("badge = 1 }", "badge = 1 }, { component = \"nobody\" }");
+        let errs = errors_of(&text);
+        assert!(errs.len() >= 3, "{errs:?}");
+    }
+
+    #[test]
+    fn typos_in_keys_are_rejected() {
+        let errs = errors_of(&GOOD.replace("priority = 100\n        [[component]]", "prioirty = 100\n        [[component]]"));
+        assert!(!errs.is_empty());
+    }
+
+    #[test]
+    fn duplicate_badges_and_cap_names_are_rejected() {
+        let text = GOOD.replace("badge = 7", "badge = 0, name = \"bell\"");
+        let errs = errors_of(&text);
+        assert!(errs.iter().any(|e| e.contains("two capabilities named `bell`")), "{errs:?}");
+    }
+
+    #[test]
+    fn image_round_trips_and_rejects_garbage() {
+        let sys = parse(GOOD, 2).unwrap();
+        let image = Image { magic: IMAGE_MAGIC, system: sys, elfs: alloc::vec![Elf { name: "ping", bytes: b"\x7fELF" }] };
+        let bytes = image.encode().unwrap();
+        assert_eq!(Image::decode(&bytes).unwrap(), image);
+        for cut in 0..bytes.len() {
+            let _ = Image::decode(&bytes[..cut]);
+        }
+        let mut bad = bytes.clone();
+        bad[0] ^= 0xff;
+        assert!(Image::decode(&bad).is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! BSD-style sockets over IPC.

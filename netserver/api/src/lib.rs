@@ -1,0 +1,1 @@
+//! Socket protocol between libsock and the net server.

@@ -1,0 +1,1 @@
+//! Net server core.

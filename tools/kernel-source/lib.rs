@@ -1,0 +1,1 @@
+// Intentionally empty: this package only names the kernel source as a dependency.
