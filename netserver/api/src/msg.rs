@@ -1,0 +1,120 @@
+//! The request and response enums: the whole control protocol.
+//!
+//! Every request is answered by exactly one response. `Response::Error(e)` is a valid answer to
+//! any request; otherwise the expected answer is named on each request variant. A response of the
+//! wrong kind is a protocol error (libsock reports `EPROTO`).
+//!
+//! No request blocks inside the server: when an operation cannot complete now the answer is
+//! `Error(EAGAIN)` (or `Error(EINPROGRESS)` for a TCP connect), and the server arranges to signal
+//! the client's notification when the socket's state changes (see the crate docs, "Wake-ups").
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    BoundedList, BufDesc, DataAreaLayout, Domain, Errno, MsgFlags, PollEntry, PollEvents,
+    SockAddr, SockOpt, SockOptValue, SockType, SocketHandle, Shutdown, MAX_POLL_FDS,
+};
+
+/// The sockets of one poll request (at most [`MAX_POLL_FDS`]; libsock splits larger polls).
+pub type PollList = BoundedList<PollEntry, MAX_POLL_FDS>;
+/// The answer to a poll request: `revents` for each entry, same order and length.
+pub type PollReady = BoundedList<PollEvents, MAX_POLL_FDS>;
+
+/// A control request from a client to the net server.
+///
+/// `Poll` makes this about 800 bytes: it is a stack value the size of one IPC buffer, never
+/// allocated, and boxing it would need `alloc` in the server's hot path.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Start (or restart) a session. Accepted whatever the header's epoch. → `Hello`.
+    /// A `version` other than [`crate::PROTOCOL_VERSION`] gets `EPROTONOSUPPORT`.
+    Hello { version: u16 },
+    /// `socket(2)`. → `Socket`.
+    Socket { domain: Domain, ty: SockType },
+    /// `bind(2)`. Port 0 picks an ephemeral port. → `Ok`.
+    Bind { handle: SocketHandle, addr: SockAddr },
+    /// `listen(2)` (stream sockets). → `Ok`.
+    Listen { handle: SocketHandle, backlog: u32 },
+    /// `accept(2)`: `EAGAIN` when no connection is pending. → `Accepted`.
+    Accept { handle: SocketHandle },
+    /// `connect(2)`. Stream: `EINPROGRESS` once the handshake started (then poll for `OUT` and read
+    /// `SockOpt::Error`), `EALREADY` while it is still in progress, `EISCONN` once connected.
+    /// Datagram: sets the default peer. → `Ok`.
+    Connect { handle: SocketHandle, addr: SockAddr },
+    /// `send`/`sendto`: the bytes are in the client->server half of the data area at `buf`.
+    /// The server copies out what fits (at most `buf.len`) before answering, and does not touch
+    /// `buf` after answering. `to` must be `None` for a connected stream socket (else `EISCONN`).
+    /// A datagram is sent whole or not at all. → `Sent`.
+    Send { handle: SocketHandle, buf: BufDesc, flags: MsgFlags, to: Option<SockAddr> },
+    /// `recv`/`recvfrom`: the server writes up to `buf.len` bytes into the server->client half of
+    /// the data area at `buf`, then answers. `len == 0` on a stream means end of file. A datagram
+    /// longer than `buf.len` is truncated (the rest is dropped, as with `recv(2)`). → `Received`.
+    Recv { handle: SocketHandle, buf: BufDesc, flags: MsgFlags },
+    /// `shutdown(2)`. → `Ok`.
+    Shutdown { handle: SocketHandle, how: Shutdown },
+    /// `close(2)`: the handle is invalid afterwards. → `Ok`.
+    Close { handle: SocketHandle },
+    /// `getsockname(2)`. → `Addr`.
+    GetSockName { handle: SocketHandle },
+    /// `getpeername(2)`: `ENOTCONN` when not connected. → `Addr`.
+    GetPeerName { handle: SocketHandle },
+    /// `setsockopt(2)`. → `Ok`.
+    SetSockOpt { handle: SocketHandle, value: SockOptValue },
+    /// `getsockopt(2)`. → `SockOpt` carrying the value for `opt`.
+    GetSockOpt { handle: SocketHandle, opt: SockOpt },
+    /// `poll(2)` over up to [`MAX_POLL_FDS`] sockets, evaluated immediately (never blocks).
+    /// An invalid handle gets `NVAL` in its slot, not an error for the whole call. For every entry
+    /// not ready for its `events`, the server arms a wake-up. → `Poll`.
+    Poll { fds: PollList },
+}
+
+/// Session information returned by `Hello`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// The server's protocol version ([`crate::PROTOCOL_VERSION`]).
+    pub version: u16,
+    /// The server incarnation. The client puts it in the header of every later request; after a
+    /// server restart the epoch differs and every stale request gets `ServerRestarted`.
+    /// Never 0 (0 is "no session yet").
+    pub epoch: u32,
+    /// How this client's data area is divided.
+    pub layout: DataAreaLayout,
+}
+
+/// A control response from the net server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The request failed. Variant 0 on purpose: the reply to a malformed request is always the
+    /// two bytes `[0x00, 74]` (`Error(EBADMSG)`).
+    Error(Errno),
+    /// Success without a value.
+    Ok,
+    Hello(ServerInfo),
+    Socket(SocketHandle),
+    Accepted { handle: SocketHandle, peer: SockAddr },
+    /// Bytes taken from the send buffer (stream: may be less than asked; never 0 for a non-empty
+    /// send, which is `EAGAIN` instead).
+    Sent { len: u32 },
+    /// Bytes written at the start of the `Recv` buffer, and the sender for datagram sockets.
+    Received { len: u32, from: Option<SockAddr> },
+    Addr(SockAddr),
+    SockOpt(SockOptValue),
+    Poll { revents: PollReady },
+}
+
+impl Response {
+    /// `Ok(self)` unless this is `Error(e)`.
+    pub fn into_result(self) -> Result<Response, Errno> {
+        match self {
+            Response::Error(e) => Err(e),
+            other => Ok(other),
+        }
+    }
+}
+
+impl From<Errno> for Response {
+    fn from(e: Errno) -> Response {
+        Response::Error(e)
+    }
+}
