@@ -1,1 +1,355 @@
-fn main() {}
+//! `cargo xtask`: the one build entry point of the project.
+//!
+//! * `build` — kernel (uniprocessor and SMP), every component of a system, the boot image.
+//! * `run`   — build, then boot in QEMU (TCG) with the serial console on the terminal.
+//! * `test`  — host tests of every host crate, then the in-QEMU tests of `tests/qemu/*.toml`.
+//! * `bench` — the host crates' benchmarks.
+//! * `check` — validate system descriptions only.
+//!
+//! Everything is incremental: an unchanged tree rebuilds nothing. Outputs live under `target/`:
+//! `kernel/<variant>/` (kernel build), `sel4/<variant>/` (user programs and packed images),
+//! `image/<system>-<variant>/{kernel32.elf,root-task.elf}` (what QEMU boots), `qemu-logs/`.
+#![forbid(unsafe_code)]
+
+mod deps;
+mod elf;
+mod image;
+mod kernel;
+mod qemu;
+mod step;
+mod system;
+mod test;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use kernel::Variant;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+use step::Step;
+
+/// Build tool of the seL4 network server: builds the seL4 kernel and every component, packs the
+/// boot image, boots it in QEMU and runs all tests.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version)]
+struct Cli {
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Subcommand)]
+enum Verb {
+    /// Build the seL4 kernel (uniprocessor and SMP), every component of a system and its boot image.
+    ///
+    /// The kernel comes from the crates.io package sel4-sys =0.0.28 and is built out of tree in
+    /// target/kernel/<variant>/ with the configuration in tools/xtask/src/kernel.rs. The boot image
+    /// lands in target/image/<system>-<variant>/ (kernel32.elf and root-task.elf). Nothing is
+    /// rebuilt when nothing changed.
+    Build(BuildArgs),
+    /// Build, then boot a system in QEMU (TCG) with its serial console on this terminal.
+    ///
+    /// Works with stdin closed and as a background job (the console then goes to stdout and QEMU
+    /// gets no monitor). On a terminal, Ctrl-A X quits QEMU. Prints the exact QEMU command.
+    Run(RunArgs),
+    /// Run every test: host tests of all crates that run on the host, then the in-QEMU tests.
+    ///
+    /// Each in-QEMU test is a tests/qemu/<name>.toml system description with a [test] table; it is
+    /// built, booted, and judged by its serial console (all `expect` lines seen = pass; a `fail`
+    /// pattern, "TEST FAIL", "panicked", a kernel halt or assertion, QEMU exiting, or the timeout =
+    /// fail; the log is shown and kept in target/qemu-logs/<name>.log). Exits 0 only when
+    /// everything passed.
+    Test(TestArgs),
+    /// Run `cargo bench` for every host crate that has benchmarks; results go to target/bench/.
+    Bench(BenchArgs),
+    /// Validate system descriptions without building anything (default: system.toml and every
+    /// tests/qemu/*.toml).
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// System description to build (a test system file works too).
+    #[arg(long, value_name = "FILE", default_value = "system.toml")]
+    system: PathBuf,
+    /// Kernel variant(s) to build for (default: both; a test system: its [test] kernel).
+    #[arg(long, value_enum)]
+    variant: Vec<Variant>,
+    /// Also build every in-QEMU test system in tests/qemu/.
+    #[arg(long)]
+    tests: bool,
+    /// Build only the kernels.
+    #[arg(long, conflicts_with_all = ["tests", "variant"])]
+    kernel_only: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// System description to boot (a test system file works too; its [test] kernel and smp are
+    /// then the defaults).
+    #[arg(long, value_name = "FILE", default_value = "system.toml")]
+    system: PathBuf,
+    /// Number of cores QEMU gives the guest; more than 1 boots the SMP kernel (default: 1).
+    #[arg(long, value_name = "N")]
+    smp: Option<u32>,
+    /// Stop QEMU after this many seconds (exit code 0); default: run until QEMU exits.
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
+    /// Boot the last build without building first.
+    #[arg(long)]
+    no_build: bool,
+    /// Extra arguments passed to QEMU as they are (after `--`).
+    #[arg(last = true, value_name = "QEMU_ARGS")]
+    qemu_args: Vec<String>,
+}
+
+#[derive(Args)]
+struct TestArgs {
+    /// Run only the host tests.
+    #[arg(long, conflicts_with = "qemu_only")]
+    host_only: bool,
+    /// Run only the in-QEMU tests.
+    #[arg(long)]
+    qemu_only: bool,
+    /// Run only the in-QEMU tests whose name contains this text (host tests still run unless
+    /// --qemu-only).
+    filter: Option<String>,
+    /// List the in-QEMU tests and exit.
+    #[arg(long)]
+    list: bool,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Only packages whose name contains this text.
+    #[arg(long, value_name = "TEXT")]
+    package: Option<String>,
+    /// Extra arguments for the bench binaries (after `--`).
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// System description files (default: system.toml and tests/qemu/*.toml).
+    files: Vec<PathBuf>,
+}
+
+/// The workspace: where everything lives, and which cargo to call.
+pub struct Ws {
+    pub root: PathBuf,
+    pub target: PathBuf,
+    pub cargo: PathBuf,
+}
+
+impl Ws {
+    fn locate() -> Result<Ws> {
+        // tools/xtask -> the workspace root.
+        let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = manifest_dir
+            .parent()
+            .and_then(Path::parent)
+            .context("xtask is not inside the workspace")?
+            .canonicalize()?;
+        let cargo = std::env::var_os("CARGO")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "cargo".into());
+        Ok(Ws {
+            target: root.join("target"),
+            root,
+            cargo,
+        })
+    }
+
+    /// A path given on the command line: relative to the current folder when it exists there,
+    /// else to the workspace root.
+    fn user_path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() || p.exists() {
+            p.to_path_buf()
+        } else {
+            self.root.join(p)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = Ws::locate().and_then(|ws| match cli.verb {
+        Verb::Build(a) => build(&ws, a).map(|()| 0),
+        Verb::Run(a) => run(&ws, a),
+        Verb::Test(a) => test::test(&ws, a.host_only, a.qemu_only, a.filter.as_deref(), a.list),
+        Verb::Bench(a) => bench(&ws, a).map(|()| 0),
+        Verb::Check(a) => check(&ws, a),
+    });
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Load and validate a system file, printing every problem.
+fn load_system(ws: &Ws, path: &Path) -> Result<system::SystemFile> {
+    let path = ws.user_path(path);
+    if !path.is_file() {
+        bail!(
+            "no system description at {} (the product system is system.toml at the workspace root; \
+             pass --system FILE for another)",
+            path.display()
+        );
+    }
+    let s = Step::start(format!("validate {}", path.display()));
+    let sys = system::load(&path)?;
+    println!("    {} component(s)", sys.system.components.len());
+    s.done();
+    Ok(sys)
+}
+
+fn build(ws: &Ws, a: BuildArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    if a.kernel_only {
+        for v in Variant::ALL {
+            kernel::build(ws, v)?;
+        }
+        return Ok(());
+    }
+    // Validate everything before building anything.
+    let mut systems = vec![load_system(ws, &a.system)?];
+    if a.tests {
+        for path in test::test_files(ws)? {
+            systems.push(load_system(ws, &path)?);
+        }
+    }
+    let mut kernels = std::collections::BTreeMap::new();
+    for sys in &systems {
+        let variants = match (&sys.test, a.variant.is_empty()) {
+            (_, false) => a.variant.clone(),
+            (Some(t), true) => vec![t.kernel],
+            (None, true) => Variant::ALL.to_vec(),
+        };
+        for v in variants {
+            if !kernels.contains_key(&v) {
+                kernels.insert(v, kernel::build(ws, v)?);
+            }
+            image::build(ws, sys, &kernels[&v])?;
+        }
+    }
+    println!(
+        "==> build finished in {}",
+        step::secs(started.elapsed().as_secs_f64())
+    );
+    Ok(())
+}
+
+fn run(ws: &Ws, a: RunArgs) -> Result<i32> {
+    let sys = load_system(ws, &a.system)?;
+    let smp = a.smp.or(sys.test.as_ref().map(|t| t.smp)).unwrap_or(1);
+    let variant = if smp > 1 {
+        Variant::Smp
+    } else {
+        sys.test.as_ref().map_or(Variant::Up, |t| t.kernel)
+    };
+    if smp == 0 || smp > variant.max_nodes() {
+        bail!(
+            "--smp {smp}: the kernels support 1 ({}) or {} ({}) cores",
+            Variant::Up,
+            Variant::Smp.max_nodes(),
+            Variant::Smp
+        );
+    }
+    deps::ensure(deps::Need::KernelAndQemu)?;
+    let boot = if a.no_build {
+        let dir = ws
+            .target
+            .join("image")
+            .join(format!("{}-{variant}", sys.name));
+        let boot = image::BootImage {
+            kernel: dir.join("kernel32.elf"),
+            root_task: dir.join("root-task.elf"),
+            dir,
+        };
+        if !boot.kernel.is_file() || !boot.root_task.is_file() {
+            bail!("--no-build: nothing built in {} yet", boot.dir.display());
+        }
+        boot
+    } else {
+        let k = kernel::build(ws, variant)?;
+        image::build(ws, &sys, &k)?
+    };
+    let console = qemu::console_for_this_process();
+    let cmd = qemu::command(&boot, smp, console, &a.qemu_args);
+    qemu::run(cmd, console, a.timeout.map(Duration::from_secs))
+}
+
+fn check(ws: &Ws, a: CheckArgs) -> Result<i32> {
+    let files = if a.files.is_empty() {
+        let mut f = Vec::new();
+        if ws.root.join("system.toml").is_file() {
+            f.push(ws.root.join("system.toml"));
+        }
+        f.extend(test::test_files(ws)?);
+        f
+    } else {
+        a.files.iter().map(|p| ws.user_path(p)).collect()
+    };
+    let mut bad = 0;
+    for f in &files {
+        match system::load(f) {
+            Ok(s) => println!(
+                "ok    {} ({} component(s){})",
+                f.display(),
+                s.system.components.len(),
+                if s.test.is_some() { ", test" } else { "" }
+            ),
+            Err(e) => {
+                bad += 1;
+                eprintln!("error {e:#}");
+            }
+        }
+    }
+    println!("{} valid, {bad} invalid", files.len() - bad);
+    Ok(if bad == 0 { 0 } else { 1 })
+}
+
+fn bench(ws: &Ws, a: BenchArgs) -> Result<()> {
+    let dir = ws.target.join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let packages: Vec<String> = test::host_packages(ws)?
+        .into_iter()
+        .filter(|p| p.has_bench)
+        .filter(|p| a.package.as_deref().is_none_or(|f| p.name.contains(f)))
+        .map(|p| p.name)
+        .collect();
+    if packages.is_empty() {
+        println!(
+            "no host crate has benchmarks{}",
+            a.package
+                .map(|f| format!(" matching `{f}`"))
+                .unwrap_or_default()
+        );
+        return Ok(());
+    }
+    let s = Step::start(format!("cargo bench: {}", packages.join(", ")));
+    let mut cmd = std::process::Command::new(&ws.cargo);
+    cmd.current_dir(&ws.root).arg("bench");
+    for p in &packages {
+        cmd.arg("-p").arg(p);
+    }
+    if !a.args.is_empty() {
+        cmd.arg("--").args(&a.args);
+    }
+    cmd.env("BENCH_OUT_DIR", &dir);
+    step::run_streaming(&mut cmd)?;
+    s.done();
+    println!("==> benchmark results in {}:", dir.display());
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for e in entries {
+        println!("    {}", e.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,327 @@
+//! `cargo xtask test`: host tests, then the in-QEMU tests.
+//!
+//! Host tests are `cargo test --workspace` minus the packages that only build for seL4 (those
+//! with `[package.metadata.sel4] target-only = true`). In-QEMU tests are the system files in
+//! `tests/qemu/`; every one is validated before any is built, then each is built, booted and
+//! judged by its console (see [`crate::qemu::Watch`]).
+
+use crate::image;
+use crate::kernel::{self, Variant};
+use crate::qemu::{self, Console, Verdict, Watch};
+use crate::step::{self, Step};
+use crate::system::{self, SystemFile};
+use crate::Ws;
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A workspace package as far as testing cares.
+pub struct HostPackage {
+    pub name: String,
+    pub target_only: bool,
+    pub has_bench: bool,
+}
+
+/// The workspace members (from `cargo metadata --no-deps`).
+pub fn host_packages(ws: &Ws) -> Result<Vec<HostPackage>> {
+    let text = step::output(
+        Command::new(&ws.cargo)
+            .current_dir(&ws.root)
+            .args([
+                "metadata",
+                "--format-version",
+                "1",
+                "--no-deps",
+                "--manifest-path",
+            ])
+            .arg(ws.root.join("Cargo.toml")),
+    )?;
+    packages_from_metadata(&text)
+}
+
+fn packages_from_metadata(json: &str) -> Result<Vec<HostPackage>> {
+    let meta: serde_json::Value =
+        serde_json::from_str(json).context("cargo metadata printed no JSON")?;
+    let members: Vec<&str> = meta["workspace_members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.as_str())
+        .collect();
+    let mut out = Vec::new();
+    for p in meta["packages"]
+        .as_array()
+        .context("cargo metadata has no `packages`")?
+    {
+        if !p["id"].as_str().is_some_and(|id| members.contains(&id)) {
+            continue;
+        }
+        let name = p["name"]
+            .as_str()
+            .context("package without a name")?
+            .to_string();
+        let target_only = p["metadata"]["sel4"]["target-only"]
+            .as_bool()
+            .unwrap_or(false);
+        let has_bench = p["targets"].as_array().into_iter().flatten().any(|t| {
+            t["kind"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|k| k == "bench")
+        });
+        out.push(HostPackage {
+            name,
+            target_only,
+            has_bench,
+        });
+    }
+    Ok(out)
+}
+
+/// `tests/qemu/*.toml`, sorted.
+pub fn test_files(ws: &Ws) -> Result<Vec<PathBuf>> {
+    let dir = ws.root.join("tests/qemu");
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn test_name(p: &std::path::Path) -> String {
+    p.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn host_tests(ws: &Ws) -> Result<bool> {
+    let packages = host_packages(ws)?;
+    let excluded: Vec<&str> = packages
+        .iter()
+        .filter(|p| p.target_only)
+        .map(|p| p.name.as_str())
+        .collect();
+    let s = Step::start(format!(
+        "host tests (cargo test --workspace{})",
+        if excluded.is_empty() {
+            String::new()
+        } else {
+            format!(", excluding seL4-only {}", excluded.join(", "))
+        }
+    ));
+    let mut cmd = Command::new(&ws.cargo);
+    cmd.current_dir(&ws.root).args(["test", "--workspace"]);
+    for e in &excluded {
+        cmd.args(["--exclude", e]);
+    }
+    // Host builds of lib/sel4 generate code from the kernel's interface files too.
+    cmd.env("SEL4_KERNEL_SOURCE", kernel::source(ws)?).env(
+        "SEL4_KERNEL_AUTOCONF",
+        kernel::write_autoconf(ws, Variant::Up)?,
+    );
+    match step::run_streaming(&mut cmd) {
+        Ok(()) => {
+            s.done();
+            Ok(true)
+        }
+        Err(e) => {
+            drop(s);
+            eprintln!("error: {e:#}");
+            Ok(false)
+        }
+    }
+}
+
+struct Outcome {
+    name: String,
+    pass: bool,
+    detail: String,
+}
+
+/// Build, boot and judge one test system.
+fn qemu_test(
+    ws: &Ws,
+    sys: &SystemFile,
+    kernels: &mut BTreeMap<Variant, kernel::Kernel>,
+) -> Result<(Verdict, String)> {
+    let spec = sys
+        .test
+        .as_ref()
+        .context("not a test system (no [test] table)")?;
+    if !kernels.contains_key(&spec.kernel) {
+        kernels.insert(spec.kernel, kernel::build(ws, spec.kernel)?);
+    }
+    let boot = image::build(ws, sys, &kernels[&spec.kernel])?;
+    let cmd = qemu::command(&boot, spec.smp, Console::Plain, &[]);
+    println!(
+        "==> boot {} ({}, -smp {}, timeout {} s)",
+        sys.name, spec.kernel, spec.smp, spec.timeout
+    );
+    println!("    {}", step::show(&cmd));
+    let log = ws
+        .target
+        .join("qemu-logs")
+        .join(format!("{}.log", sys.name));
+    let watch = Watch::new(spec.expect.clone(), spec.fail_patterns());
+    let (verdict, text) = qemu::watch(cmd, watch, Duration::from_secs(spec.timeout), &log)?;
+    if let Verdict::Fail(why) = &verdict {
+        eprintln!("---- console of {} ({why}) ----", sys.name);
+        eprint!("{text}");
+        if !text.ends_with('\n') {
+            eprintln!();
+        }
+        eprintln!(
+            "---- end of console of {} (saved in {}) ----",
+            sys.name,
+            log.display()
+        );
+    }
+    Ok((verdict, text))
+}
+
+pub fn test(
+    ws: &Ws,
+    host_only: bool,
+    qemu_only: bool,
+    filter: Option<&str>,
+    list: bool,
+) -> Result<i32> {
+    let files: Vec<PathBuf> = test_files(ws)?
+        .into_iter()
+        .filter(|p| filter.is_none_or(|f| test_name(p).contains(f)))
+        .collect();
+    if list {
+        for f in &files {
+            let about = system::load(f)
+                .map(|s| {
+                    s.test
+                        .map(|t| format!("{} -smp {}: {}", t.kernel, t.smp, t.description))
+                        .unwrap_or_default()
+                })
+                .unwrap_or_else(|e| format!("INVALID: {e:#}"));
+            println!("{:24} {about}", test_name(f));
+        }
+        return Ok(0);
+    }
+    let started = Instant::now();
+    let host_ok = if qemu_only { true } else { host_tests(ws)? };
+    if host_only {
+        println!(
+            "==> host tests {} ({})",
+            if host_ok { "passed" } else { "FAILED" },
+            step::secs(started.elapsed().as_secs_f64())
+        );
+        return Ok(if host_ok { 0 } else { 1 });
+    }
+
+    // Validate every test system before building any.
+    let mut outcomes = Vec::new();
+    let mut systems = Vec::new();
+    for f in &files {
+        match system::load(f) {
+            Ok(s) if s.test.is_none() => outcomes.push(Outcome {
+                name: s.name,
+                pass: false,
+                detail: format!("{} has no [test] table", f.display()),
+            }),
+            Ok(s) => systems.push(s),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                outcomes.push(Outcome {
+                    name: test_name(f),
+                    pass: false,
+                    detail: "invalid system description".into(),
+                });
+            }
+        }
+    }
+    if files.is_empty() {
+        println!(
+            "==> no in-QEMU tests{} in {}",
+            filter
+                .map(|f| format!(" matching `{f}`"))
+                .unwrap_or_default(),
+            ws.root.join("tests/qemu").display()
+        );
+    } else {
+        crate::deps::ensure(crate::deps::Need::KernelAndQemu)?;
+    }
+    let mut kernels = BTreeMap::new();
+    for sys in &systems {
+        let t = Instant::now();
+        let (pass, detail) = match qemu_test(ws, sys, &mut kernels) {
+            Ok((Verdict::Pass, _)) => (true, String::new()),
+            Ok((Verdict::Fail(why), _)) => (false, why),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                (
+                    false,
+                    format!("could not build or boot: {e:#}")
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            }
+        };
+        println!(
+            "{} {} ({})",
+            if pass { "PASS" } else { "FAIL" },
+            sys.name,
+            step::secs(t.elapsed().as_secs_f64())
+        );
+        outcomes.push(Outcome {
+            name: sys.name.clone(),
+            pass,
+            detail,
+        });
+    }
+
+    println!(
+        "\n==> summary ({})",
+        step::secs(started.elapsed().as_secs_f64())
+    );
+    if !qemu_only {
+        println!("host tests: {}", if host_ok { "passed" } else { "FAILED" });
+    }
+    for o in &outcomes {
+        if o.pass {
+            println!("PASS {}", o.name);
+        } else {
+            println!("FAIL {}: {}", o.name, o.detail);
+        }
+    }
+    let passed = outcomes.iter().filter(|o| o.pass).count();
+    let failed = outcomes.len() - passed;
+    println!("{passed} passed, {failed} failed");
+    Ok(if host_ok && failed == 0 { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_only_packages_and_benches_are_found_among_members() {
+        let json = r#"{
+          "workspace_members": ["a 0.1.0 (path+file:///w/a)", "rt 0.1.0 (path+file:///w/rt)"],
+          "packages": [
+            {"id": "a 0.1.0 (path+file:///w/a)", "name": "a", "metadata": null,
+             "targets": [{"kind": ["lib"]}, {"kind": ["bench"]}]},
+            {"id": "rt 0.1.0 (path+file:///w/rt)", "name": "rt", "metadata": {"sel4": {"target-only": true}},
+             "targets": [{"kind": ["lib"]}]},
+            {"id": "dep 1.0.0 (registry+...)", "name": "dep", "metadata": null, "targets": []}
+          ]}"#;
+        let p = packages_from_metadata(json).unwrap();
+        assert_eq!(p.len(), 2);
+        assert!(!p[0].target_only && p[0].has_bench);
+        assert!(p[1].target_only && !p[1].has_bench);
+    }
+}
