@@ -25,6 +25,7 @@ use clap::{Args, Parser, Subcommand};
 use kernel::Variant;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::OnceLock;
 use std::time::Duration;
 use step::Step;
 
@@ -200,9 +201,52 @@ fn load_system(ws: &Ws, path: &Path) -> Result<system::SystemFile> {
         );
     }
     let s = Step::start(format!("validate {}", path.display()));
-    let sys = system::load(&path)?;
+    let sys = load_checked(ws, &path)?;
     println!("    {} component(s)", sys.system.components.len());
     s.done();
+    Ok(sys)
+}
+
+/// Load and validate a system file, including that every component's package is a workspace
+/// member with the named binary.
+pub fn load_checked(ws: &Ws, path: &Path) -> Result<system::SystemFile> {
+    let sys = system::load(path)?;
+    static MEMBERS: OnceLock<Vec<test::HostPackage>> = OnceLock::new();
+    let members = match MEMBERS.get() {
+        Some(m) => m,
+        None => {
+            let m = test::host_packages(ws)?;
+            MEMBERS.get_or_init(|| m)
+        }
+    };
+    let mut problems = Vec::new();
+    for c in &sys.system.components {
+        match members.iter().find(|p| p.name == c.package) {
+            None => problems.push(format!(
+                "component `{}`: package `{}` is not a member of the workspace",
+                c.name, c.package
+            )),
+            Some(p) if !p.bins.contains(&c.bin) => problems.push(format!(
+                "component `{}`: package `{}` has no binary `{}` (it has: {})",
+                c.name,
+                c.package,
+                c.bin,
+                if p.bins.is_empty() {
+                    "none".to_string()
+                } else {
+                    p.bins.join(", ")
+                }
+            )),
+            Some(_) => {}
+        }
+    }
+    if !problems.is_empty() {
+        return Err(system::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        }
+        .into());
+    }
     Ok(sys)
 }
 
@@ -295,7 +339,7 @@ fn check(ws: &Ws, a: CheckArgs) -> Result<i32> {
     };
     let mut bad = 0;
     for f in &files {
-        match system::load(f) {
+        match load_checked(ws, f) {
             Ok(s) => println!(
                 "ok    {} ({} component(s){})",
                 f.display(),
@@ -304,7 +348,7 @@ fn check(ws: &Ws, a: CheckArgs) -> Result<i32> {
             ),
             Err(e) => {
                 bad += 1;
-                eprintln!("error {e:#}");
+                eprintln!("error: {e:#}");
             }
         }
     }

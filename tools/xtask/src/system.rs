@@ -90,10 +90,7 @@ impl std::fmt::Display for Invalid {
             self.path.display(),
             self.problems.len()
         )?;
-        for p in &self.problems {
-            writeln!(f, "  - {p}")?;
-        }
-        Ok(())
+        write!(f, "  - {}", self.problems.join("\n  - "))
     }
 }
 

@@ -22,6 +22,8 @@ pub struct HostPackage {
     pub name: String,
     pub target_only: bool,
     pub has_bench: bool,
+    /// Names of its binary targets.
+    pub bins: Vec<String>,
 }
 
 /// The workspace members (from `cargo metadata --no-deps`).
@@ -65,17 +67,25 @@ fn packages_from_metadata(json: &str) -> Result<Vec<HostPackage>> {
         let target_only = p["metadata"]["sel4"]["target-only"]
             .as_bool()
             .unwrap_or(false);
-        let has_bench = p["targets"].as_array().into_iter().flatten().any(|t| {
+        let targets = || p["targets"].as_array().into_iter().flatten();
+        let of_kind = |t: &serde_json::Value, kind: &str| {
             t["kind"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .any(|k| k == "bench")
-        });
+                .any(|k| k == kind)
+        };
+        let has_bench = targets().any(|t| of_kind(t, "bench"));
+        let bins = targets()
+            .filter(|t| of_kind(t, "bin"))
+            .filter_map(|t| t["name"].as_str())
+            .map(String::from)
+            .collect();
         out.push(HostPackage {
             name,
             target_only,
             has_bench,
+            bins,
         });
     }
     Ok(out)
@@ -121,11 +131,9 @@ fn host_tests(ws: &Ws) -> Result<bool> {
     for e in &excluded {
         cmd.args(["--exclude", e]);
     }
-    // Host builds of lib/sel4 generate code from the kernel's interface files too.
-    cmd.env("SEL4_KERNEL_SOURCE", kernel::source(ws)?).env(
-        "SEL4_KERNEL_AUTOCONF",
-        kernel::write_autoconf(ws, Variant::Up)?,
-    );
+    // No SEL4_KERNEL_* variables: lib/sel4's build script then finds the source itself and
+    // assumes the uniprocessor configuration, exactly as a plain `cargo test` does, so the two
+    // share one build instead of invalidating each other.
     match step::run_streaming(&mut cmd) {
         Ok(()) => {
             s.done();
@@ -225,7 +233,7 @@ pub fn test(
     let mut outcomes = Vec::new();
     let mut systems = Vec::new();
     for f in &files {
-        match system::load(f) {
+        match crate::load_checked(ws, f) {
             Ok(s) if s.test.is_none() => outcomes.push(Outcome {
                 name: s.name,
                 pass: false,
@@ -316,12 +324,14 @@ mod tests {
             {"id": "a 0.1.0 (path+file:///w/a)", "name": "a", "metadata": null,
              "targets": [{"kind": ["lib"]}, {"kind": ["bench"]}]},
             {"id": "rt 0.1.0 (path+file:///w/rt)", "name": "rt", "metadata": {"sel4": {"target-only": true}},
-             "targets": [{"kind": ["lib"]}]},
+             "targets": [{"kind": ["lib"], "name": "rt"}, {"kind": ["bin"], "name": "rtb"}]},
             {"id": "dep 1.0.0 (registry+...)", "name": "dep", "metadata": null, "targets": []}
           ]}"#;
         let p = packages_from_metadata(json).unwrap();
         assert_eq!(p.len(), 2);
         assert!(!p[0].target_only && p[0].has_bench);
         assert!(p[1].target_only && !p[1].has_bench);
+        assert!(p[0].bins.is_empty());
+        assert_eq!(p[1].bins, ["rtb"]);
     }
 }
