@@ -112,13 +112,14 @@ pub fn ensure(need: Need) -> Result<()> {
         );
     }
     let s = Step::start(format!("installing host packages: {}", missing.join(" ")));
-    let log = std::env::temp_dir().join("xtask-apt.log");
+    let log = std::env::temp_dir().join("xtask-apt-get-update.log");
     step::run_logged(
         Command::new("apt-get")
             .arg("update")
             .env("DEBIAN_FRONTEND", "noninteractive"),
         &log,
     )?;
+    let log = std::env::temp_dir().join("xtask-apt-get-install.log");
     step::run_logged(
         Command::new("apt-get")
             .args(["install", "-y"])

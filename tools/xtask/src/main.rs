@@ -178,7 +178,7 @@ fn main() -> ExitCode {
         Verb::Build(a) => build(&ws, a).map(|()| 0),
         Verb::Run(a) => run(&ws, a),
         Verb::Test(a) => test::test(&ws, a.host_only, a.qemu_only, a.filter.as_deref(), a.list),
-        Verb::Bench(a) => bench(&ws, a).map(|()| 0),
+        Verb::Bench(a) => bench(&ws, a),
         Verb::Check(a) => check(&ws, a),
     });
     match result {
@@ -356,36 +356,49 @@ fn check(ws: &Ws, a: CheckArgs) -> Result<i32> {
     Ok(if bad == 0 { 0 } else { 1 })
 }
 
-fn bench(ws: &Ws, a: BenchArgs) -> Result<()> {
+fn bench(ws: &Ws, a: BenchArgs) -> Result<i32> {
     let dir = ws.target.join("bench");
     std::fs::create_dir_all(&dir)?;
-    let packages: Vec<String> = test::host_packages(ws)?
+    let packages: Vec<test::HostPackage> = test::host_packages(ws)?
         .into_iter()
-        .filter(|p| p.has_bench)
+        .filter(|p| !p.target_only && !p.benches.is_empty())
         .filter(|p| a.package.as_deref().is_none_or(|f| p.name.contains(f)))
-        .map(|p| p.name)
         .collect();
     if packages.is_empty() {
-        println!(
-            "no host crate has benchmarks{}",
-            a.package
-                .map(|f| format!(" matching `{f}`"))
-                .unwrap_or_default()
-        );
-        return Ok(());
+        let which = a
+            .package
+            .map(|f| format!(" matching `{f}`"))
+            .unwrap_or_default();
+        println!("no host crate{which} has benchmarks");
+        return Ok(0);
     }
-    let s = Step::start(format!("cargo bench: {}", packages.join(", ")));
-    let mut cmd = std::process::Command::new(&ws.cargo);
-    cmd.current_dir(&ws.root).arg("bench");
+    let mut failed = Vec::new();
     for p in &packages {
-        cmd.arg("-p").arg(p);
+        let s = Step::start(format!(
+            "cargo bench -p {} ({})",
+            p.name,
+            p.benches.join(", ")
+        ));
+        let mut cmd = std::process::Command::new(&ws.cargo);
+        // Only the bench targets: libtest harnesses of lib/bin targets reject bench arguments.
+        cmd.current_dir(&ws.root).args(["bench", "-p", &p.name]);
+        for b in &p.benches {
+            cmd.args(["--bench", b]);
+        }
+        if !a.args.is_empty() {
+            cmd.arg("--").args(&a.args);
+        }
+        // Where results belong (benches may also find it themselves: <workspace>/target/bench).
+        cmd.env("BENCH_OUT_DIR", &dir);
+        match step::run_streaming(&mut cmd) {
+            Ok(()) => s.done(),
+            Err(e) => {
+                drop(s);
+                eprintln!("error: {e:#}");
+                failed.push(p.name.clone());
+            }
+        }
     }
-    if !a.args.is_empty() {
-        cmd.arg("--").args(&a.args);
-    }
-    cmd.env("BENCH_OUT_DIR", &dir);
-    step::run_streaming(&mut cmd)?;
-    s.done();
     println!("==> benchmark results in {}:", dir.display());
     let mut entries: Vec<_> = std::fs::read_dir(&dir)?
         .filter_map(|e| e.ok())
@@ -395,5 +408,10 @@ fn bench(ws: &Ws, a: BenchArgs) -> Result<()> {
     for e in entries {
         println!("    {}", e.display());
     }
-    Ok(())
+    if failed.is_empty() {
+        Ok(0)
+    } else {
+        eprintln!("benchmarks failed in: {}", failed.join(", "));
+        Ok(1)
+    }
 }

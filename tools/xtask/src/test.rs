@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 pub struct HostPackage {
     pub name: String,
     pub target_only: bool,
-    pub has_bench: bool,
+    /// Names of its bench targets.
+    pub benches: Vec<String>,
     /// Names of its binary targets.
     pub bins: Vec<String>,
 }
@@ -75,16 +76,19 @@ fn packages_from_metadata(json: &str) -> Result<Vec<HostPackage>> {
                 .flatten()
                 .any(|k| k == kind)
         };
-        let has_bench = targets().any(|t| of_kind(t, "bench"));
-        let bins = targets()
-            .filter(|t| of_kind(t, "bin"))
-            .filter_map(|t| t["name"].as_str())
-            .map(String::from)
-            .collect();
+        let names = |kind: &str| -> Vec<String> {
+            targets()
+                .filter(|t| of_kind(t, kind))
+                .filter_map(|t| t["name"].as_str())
+                .map(String::from)
+                .collect()
+        };
+        let benches = names("bench");
+        let bins = names("bin");
         out.push(HostPackage {
             name,
             target_only,
-            has_bench,
+            benches,
             bins,
         });
     }
@@ -322,15 +326,15 @@ mod tests {
           "workspace_members": ["a 0.1.0 (path+file:///w/a)", "rt 0.1.0 (path+file:///w/rt)"],
           "packages": [
             {"id": "a 0.1.0 (path+file:///w/a)", "name": "a", "metadata": null,
-             "targets": [{"kind": ["lib"]}, {"kind": ["bench"]}]},
+             "targets": [{"kind": ["lib"]}, {"kind": ["bench"], "name": "speed"}]},
             {"id": "rt 0.1.0 (path+file:///w/rt)", "name": "rt", "metadata": {"sel4": {"target-only": true}},
              "targets": [{"kind": ["lib"], "name": "rt"}, {"kind": ["bin"], "name": "rtb"}]},
             {"id": "dep 1.0.0 (registry+...)", "name": "dep", "metadata": null, "targets": []}
           ]}"#;
         let p = packages_from_metadata(json).unwrap();
         assert_eq!(p.len(), 2);
-        assert!(!p[0].target_only && p[0].has_bench);
-        assert!(p[1].target_only && !p[1].has_bench);
+        assert!(!p[0].target_only && p[0].benches == ["speed"]);
+        assert!(p[1].target_only && p[1].benches.is_empty());
         assert!(p[0].bins.is_empty());
         assert_eq!(p[1].bins, ["rtb"]);
     }
