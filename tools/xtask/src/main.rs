@@ -58,7 +58,12 @@ enum Verb {
     /// built, booted, and judged by its serial console (all `expect` lines seen = pass; a `fail`
     /// pattern, "TEST FAIL", "panicked", a kernel halt or assertion, QEMU exiting, or the timeout =
     /// fail; the log is shown and kept in target/qemu-logs/<name>.log). Exits 0 only when
-    /// everything passed.
+    /// everything passed; the last line reads `N passed, N failed` (in-QEMU tests).
+    ///
+    /// [test] keys: kernel = "up" | "smp" (default "up"); smp = QEMU cores (default 1);
+    /// timeout = seconds (default 60); expect = ["fragment", ...] (required, each matched within
+    /// one console line, in any order); fail = ["fragment", ...]; description = "...";
+    /// qemu_args = ["-device", "...", ...] (appended to the QEMU command).
     Test(TestArgs),
     /// Run `cargo bench` for every host crate that has benchmarks; results go to target/bench/.
     Bench(BenchArgs),
@@ -322,7 +327,14 @@ fn run(ws: &Ws, a: RunArgs) -> Result<i32> {
         image::build(ws, &sys, &k)?
     };
     let console = qemu::console_for_this_process();
-    let cmd = qemu::command(&boot, smp, console, &a.qemu_args);
+    // A test system's own QEMU arguments first, then the command line's.
+    let mut extra = sys
+        .test
+        .as_ref()
+        .map(|t| t.qemu_args.clone())
+        .unwrap_or_default();
+    extra.extend(a.qemu_args);
+    let cmd = qemu::command(&boot, smp, console, &extra);
     qemu::run(cmd, console, a.timeout.map(Duration::from_secs))
 }
 

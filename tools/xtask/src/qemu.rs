@@ -392,6 +392,76 @@ mod tests {
         assert_eq!(watch.feed(b"a\nb\n"), None);
     }
 
+    fn sh(script: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        c
+    }
+
+    fn watched(script: &str, expect: &[&str], timeout_ms: u64) -> (Verdict, String) {
+        let log = std::env::temp_dir().join(format!(
+            "xtask-watch-{}-{}.log",
+            std::process::id(),
+            script.len()
+        ));
+        let r = watch(
+            sh(script),
+            w(expect),
+            Duration::from_millis(timeout_ms),
+            &log,
+        )
+        .unwrap();
+        let _ = std::fs::remove_file(log);
+        r
+    }
+
+    #[test]
+    fn watched_process_passes_and_is_stopped() {
+        let t = Instant::now();
+        let (v, log) = watched(
+            "echo booting; echo 'root: TEST PASS'; exec sleep 30",
+            &["TEST PASS"],
+            20_000,
+        );
+        assert_eq!(v, Verdict::Pass);
+        assert!(log.contains("booting"), "{log}");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the process was not stopped after passing"
+        );
+    }
+
+    #[test]
+    fn silent_process_times_out_and_names_what_is_missing() {
+        let (v, _) = watched("echo half; exec sleep 30", &["half", "other half"], 500);
+        assert!(
+            matches!(v, Verdict::Fail(ref m) if m.contains("timeout") && m.contains("`other half`")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn early_exit_and_fail_patterns_fail_with_the_log() {
+        let (v, log) = watched("echo partial; echo oops >&2; exit 3", &["done"], 20_000);
+        assert!(
+            matches!(v, Verdict::Fail(ref m) if m.contains("exited")),
+            "{v:?}"
+        );
+        assert!(
+            log.contains("partial") && log.contains("[qemu stderr] oops"),
+            "{log}"
+        );
+        let (v, _) = watched(
+            "echo 'thread main panicked at x'; exec sleep 30",
+            &["done"],
+            20_000,
+        );
+        assert!(
+            matches!(v, Verdict::Fail(ref m) if m.contains("panicked")),
+            "{v:?}"
+        );
+    }
+
     #[test]
     fn plain_console_has_no_monitor_and_smp_only_when_asked() {
         let boot = BootImage {

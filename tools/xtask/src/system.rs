@@ -43,6 +43,9 @@ pub struct TestSpec {
     pub fail: Vec<String>,
     #[serde(default)]
     pub description: String,
+    /// Extra QEMU arguments (devices, networks), appended to the standard command line.
+    #[serde(default)]
+    pub qemu_args: Vec<String>,
 }
 
 fn default_kernel() -> Variant {

@@ -171,7 +171,7 @@ fn qemu_test(
         kernels.insert(spec.kernel, kernel::build(ws, spec.kernel)?);
     }
     let boot = image::build(ws, sys, &kernels[&spec.kernel])?;
-    let cmd = qemu::command(&boot, spec.smp, Console::Plain, &[]);
+    let cmd = qemu::command(&boot, spec.smp, Console::Plain, &spec.qemu_args);
     println!(
         "==> boot {} ({}, -smp {}, timeout {} s)",
         sys.name, spec.kernel, spec.smp, spec.timeout
