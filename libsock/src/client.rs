@@ -1,0 +1,508 @@
+//! [`Client`]: BSD-style socket calls over a [`Transport`].
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::time::Duration;
+
+use net_api::{
+    decode_response, encode_request, BufDesc, DataArea, DataAreaLayout, Domain, Errno, MsgFlags,
+    PollEntry, PollEvents, PollList, Request, Response, ServerInfo, Shutdown, SockAddr, SockOpt,
+    SockOptValue, SockType, SocketHandle, MAX_MSG, MAX_POLL_FDS, PROTOCOL_VERSION,
+};
+
+use crate::transport::{Transport, Wake};
+
+/// One entry of a [`Client::poll`] call, like `struct pollfd`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PollFd {
+    pub handle: SocketHandle,
+    /// Events of interest (`PollEvents::IN`, `OUT`).
+    pub events: PollEvents,
+    /// Filled by `poll`: ready events, plus `ERR`/`HUP`/`NVAL` whether asked or not.
+    pub revents: PollEvents,
+}
+
+impl PollFd {
+    pub fn new(handle: SocketHandle, events: PollEvents) -> PollFd {
+        PollFd { handle, events, revents: PollEvents::NONE }
+    }
+}
+
+/// What the client remembers about each of its sockets.
+#[derive(Clone, Copy, Debug)]
+struct SockInfo {
+    ty: SockType,
+    nonblocking: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Session {
+    epoch: u32,
+    layout: DataAreaLayout,
+}
+
+/// Client-side slot allocator for one half of the data area. The server does not know about
+/// slots; this only keeps two threads of this client from using the same buffer at once.
+struct SlotPool {
+    busy: Vec<AtomicBool>,
+}
+
+impl SlotPool {
+    fn new(n: usize) -> SlotPool {
+        SlotPool { busy: (0..n).map(|_| AtomicBool::new(false)).collect() }
+    }
+    fn try_acquire(&self) -> Option<usize> {
+        self.busy.iter().position(|b| {
+            b.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        })
+    }
+    fn release(&self, i: usize) {
+        if let Some(b) = self.busy.get(i) {
+            b.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// A held slot; released on drop (also on early return with `?`).
+struct Slot<'a> {
+    pool: &'a SlotPool,
+    index: usize,
+    desc: BufDesc,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.pool.release(self.index);
+    }
+}
+
+/// A session with the net server: BSD-style socket calls.
+///
+/// Every call is one or more control round trips ([`Client::round_trips`] counts them). Calls on
+/// a blocking socket that the server answers with `EAGAIN` wait on the transport's notification
+/// and retry (see the crate docs, "Blocking"). `Client` is `Sync` when its transport is: share it
+/// between threads with an `Arc`.
+pub struct Client<T: Transport> {
+    transport: T,
+    session: spin::Mutex<Session>,
+    sockets: spin::Mutex<BTreeMap<SocketHandle, SockInfo>>,
+    tx: SlotPool,
+    rx: SlotPool,
+    round_trips: AtomicU64,
+}
+
+impl<T: Transport> Client<T> {
+    /// Starts a session (`Hello`) and checks the announced data-area layout against the
+    /// transport's region (`EPROTO` if it does not fit, `EPROTONOSUPPORT` for a version mismatch).
+    pub fn new(transport: T) -> Result<Client<T>, Errno> {
+        let client = Client {
+            transport,
+            session: spin::Mutex::new(Session { epoch: 0, layout: DataAreaLayout::DEFAULT }),
+            sockets: spin::Mutex::new(BTreeMap::new()),
+            tx: SlotPool::new(0),
+            rx: SlotPool::new(0),
+            round_trips: AtomicU64::new(0),
+        };
+        let info = client.hello()?;
+        let Client { transport, session, sockets, round_trips, .. } = client;
+        *session.lock() = Session { epoch: info.epoch, layout: info.layout };
+        Ok(Client {
+            transport,
+            session,
+            sockets,
+            tx: SlotPool::new(info.layout.tx_slots as usize),
+            rx: SlotPool::new(info.layout.rx_slots as usize),
+            round_trips,
+        })
+    }
+
+    fn hello(&self) -> Result<ServerInfo, Errno> {
+        let info = match self.rpc(&Request::Hello { version: PROTOCOL_VERSION })? {
+            Response::Hello(info) => info,
+            _ => return Err(Errno::EPROTO),
+        };
+        if info.version != PROTOCOL_VERSION {
+            return Err(Errno::EPROTONOSUPPORT);
+        }
+        if info.epoch == 0 {
+            return Err(Errno::EPROTO);
+        }
+        DataArea::new(info.layout, self.transport.region()).map_err(|_| Errno::EPROTO)?;
+        Ok(info)
+    }
+
+    /// After [`Errno::ServerRestarted`]: starts a new session with the restarted server. Every
+    /// handle of the old session is forgotten (the server forgot them too). The new server must
+    /// announce the same data-area layout (else `EPROTO`).
+    pub fn reconnect(&self) -> Result<(), Errno> {
+        let info = self.hello()?;
+        let mut s = self.session.lock();
+        if info.layout != s.layout {
+            return Err(Errno::EPROTO);
+        }
+        s.epoch = info.epoch;
+        drop(s);
+        self.sockets.lock().clear();
+        Ok(())
+    }
+
+    /// The transport, e.g. to read transport-level statistics.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// Control round trips made so far (every `Transport::call`, including `Hello`).
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// The session's epoch (from `Hello`).
+    pub fn epoch(&self) -> u32 {
+        self.session.lock().epoch
+    }
+
+    /// The data-area layout the server announced.
+    pub fn layout(&self) -> DataAreaLayout {
+        self.session.lock().layout
+    }
+
+    // ---- the one place requests are sent ----
+
+    fn rpc(&self, req: &Request) -> Result<Response, Errno> {
+        let epoch = self.session.lock().epoch;
+        let mut q = [0u8; MAX_MSG];
+        let n = encode_request(epoch, req, &mut q)?;
+        let mut a = [0u8; MAX_MSG];
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let m = self.transport.call(q.get(..n).ok_or(Errno::EMSGSIZE)?, &mut a)?;
+        let bytes = a.get(..m).ok_or(Errno::EPROTO)?;
+        decode_response(bytes).map_err(|_| Errno::EPROTO)?.into_result()
+    }
+
+    fn rpc_ok(&self, req: &Request) -> Result<(), Errno> {
+        match self.rpc(req)? {
+            Response::Ok => Ok(()),
+            _ => Err(Errno::EPROTO),
+        }
+    }
+
+    fn rpc_addr(&self, req: &Request) -> Result<SockAddr, Errno> {
+        match self.rpc(req)? {
+            Response::Addr(a) => Ok(a),
+            _ => Err(Errno::EPROTO),
+        }
+    }
+
+    fn info(&self, h: SocketHandle) -> Result<SockInfo, Errno> {
+        self.sockets.lock().get(&h).copied().ok_or(Errno::EBADF)
+    }
+
+    fn blocking(&self, h: SocketHandle, flags: MsgFlags) -> Result<bool, Errno> {
+        Ok(!self.info(h)?.nonblocking && !flags.contains(MsgFlags::DONTWAIT))
+    }
+
+    /// Waits for the server's next signal. Lost wake-ups cannot happen because the
+    /// server armed the wake-up before answering EAGAIN and the notification is sticky.
+    fn wait(&self) {
+        let _ = self.transport.wait(None);
+    }
+
+    fn acquire<'a>(&self, pool: &'a SlotPool, tx: bool) -> Result<Slot<'a>, Errno> {
+        let layout = self.layout();
+        loop {
+            if let Some(index) = pool.try_acquire() {
+                let desc = if tx { layout.tx_slot(index) } else { layout.rx_slot(index) };
+                return match desc {
+                    Some(desc) => Ok(Slot { pool, index, desc }),
+                    None => {
+                        pool.release(index);
+                        Err(Errno::EPROTO)
+                    }
+                };
+            }
+            self.transport.relax();
+        }
+    }
+
+    fn area(&self) -> Result<DataArea<&T::Region>, Errno> {
+        DataArea::new(self.layout(), self.transport.region())
+    }
+
+    // ---- BSD-style calls ----
+
+    /// `socket(2)`. New sockets are blocking.
+    pub fn socket(&self, domain: Domain, ty: SockType) -> Result<SocketHandle, Errno> {
+        let h = match self.rpc(&Request::Socket { domain, ty })? {
+            Response::Socket(h) => h,
+            _ => return Err(Errno::EPROTO),
+        };
+        self.sockets.lock().insert(h, SockInfo { ty, nonblocking: false });
+        Ok(h)
+    }
+
+    /// `bind(2)`.
+    pub fn bind(&self, h: SocketHandle, addr: &SockAddr) -> Result<(), Errno> {
+        self.rpc_ok(&Request::Bind { handle: h, addr: *addr })
+    }
+
+    /// `listen(2)`.
+    pub fn listen(&self, h: SocketHandle, backlog: u32) -> Result<(), Errno> {
+        self.rpc_ok(&Request::Listen { handle: h, backlog })
+    }
+
+    /// `accept(2)`: waits for a connection on a blocking listener; `EAGAIN` on a non-blocking one.
+    /// The new socket is blocking.
+    pub fn accept(&self, h: SocketHandle) -> Result<(SocketHandle, SockAddr), Errno> {
+        let blocking = self.blocking(h, MsgFlags::NONE)?;
+        loop {
+            match self.rpc(&Request::Accept { handle: h }) {
+                Ok(Response::Accepted { handle, peer }) => {
+                    let info = SockInfo { ty: SockType::Stream, nonblocking: false };
+                    self.sockets.lock().insert(handle, info);
+                    return Ok((handle, peer));
+                }
+                Ok(_) => return Err(Errno::EPROTO),
+                Err(Errno::EAGAIN) if blocking => self.wait(),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// `connect(2)`. Stream, blocking: waits for the handshake and returns its outcome
+    /// (`ECONNREFUSED`, `ETIMEDOUT`, ...). Stream, non-blocking: `EINPROGRESS`; poll for `OUT`, then
+    /// read [`SockOpt::Error`]. Datagram: sets the default peer.
+    pub fn connect(&self, h: SocketHandle, addr: &SockAddr) -> Result<(), Errno> {
+        let blocking = self.blocking(h, MsgFlags::NONE)?;
+        match self.rpc_ok(&Request::Connect { handle: h, addr: *addr }) {
+            Err(Errno::EINPROGRESS) | Err(Errno::EALREADY) if blocking => self.finish_connect(h),
+            other => other,
+        }
+    }
+
+    fn finish_connect(&self, h: SocketHandle) -> Result<(), Errno> {
+        loop {
+            let mut fds = [PollFd::new(h, PollEvents::OUT)];
+            self.poll(&mut fds, None)?;
+            let re = fds[0].revents;
+            if re.contains(PollEvents::NVAL) {
+                return Err(Errno::EBADF);
+            }
+            if let SockOptValue::Error(Some(e)) = self.getsockopt(h, SockOpt::Error)? {
+                return Err(e);
+            }
+            if re.contains(PollEvents::OUT) {
+                return Ok(());
+            }
+            if re.intersects(PollEvents::HUP | PollEvents::ERR) {
+                return Err(Errno::ECONNREFUSED);
+            }
+        }
+    }
+
+    /// `send(2)` on a connected socket. See [`Client::sendto`].
+    pub fn send(&self, h: SocketHandle, data: &[u8], flags: MsgFlags) -> Result<usize, Errno> {
+        self.send_inner(h, data, flags, None)
+    }
+
+    /// `sendto(2)`.
+    ///
+    /// Stream, blocking: sends everything (one round trip per 64 KiB chunk while the server
+    /// keeps up), returning the count; an error after some bytes went out returns the count.
+    /// Stream, non-blocking: sends what fits now; `EAGAIN` if nothing did. Datagram: one
+    /// datagram, at most one slot (64 KiB; larger is `EMSGSIZE`).
+    pub fn sendto(
+        &self,
+        h: SocketHandle,
+        data: &[u8],
+        flags: MsgFlags,
+        to: &SockAddr,
+    ) -> Result<usize, Errno> {
+        self.send_inner(h, data, flags, Some(*to))
+    }
+
+    fn send_inner(
+        &self,
+        h: SocketHandle,
+        data: &[u8],
+        flags: MsgFlags,
+        to: Option<SockAddr>,
+    ) -> Result<usize, Errno> {
+        let info = self.info(h)?;
+        let blocking = !info.nonblocking && !flags.contains(MsgFlags::DONTWAIT);
+        let area = self.area()?;
+        let slot_size = area.layout().slot_size as usize;
+        if info.ty == SockType::Datagram && data.len() > slot_size {
+            return Err(Errno::EMSGSIZE);
+        }
+        let slot = self.acquire(&self.tx, true)?;
+        let mut total = 0usize;
+        // An empty send still makes one call (an empty datagram is a datagram).
+        let mut chunks = data.chunks(slot_size.max(1));
+        let mut chunk: &[u8] = chunks.next().unwrap_or(&[]);
+        loop {
+            area.write_tx(slot.desc, chunk)?;
+            // `done` bytes of this chunk are accepted; the rest is still in the slot at offset
+            // `done`, so a partial send is resumed without copying again.
+            let mut done = 0usize;
+            loop {
+                let len = chunk.len() - done;
+                let buf = BufDesc { offset: slot.desc.offset + done as u32, len: len as u32 };
+                match self.rpc(&Request::Send { handle: h, buf, flags, to }) {
+                    Ok(Response::Sent { len: sent }) => {
+                        let sent = sent as usize;
+                        if sent > len || (sent == 0 && len > 0) {
+                            return Err(Errno::EPROTO);
+                        }
+                        done += sent;
+                        total += sent;
+                        if done == chunk.len() {
+                            break;
+                        }
+                        if !blocking {
+                            return Ok(total);
+                        }
+                    }
+                    Ok(_) => return Err(Errno::EPROTO),
+                    Err(Errno::EAGAIN) if blocking => self.wait(),
+                    // Bytes already sent are reported; the error shows on the next call.
+                    Err(_) if total > 0 => return Ok(total),
+                    Err(e) => return Err(e),
+                }
+            }
+            match chunks.next() {
+                Some(next) => chunk = next,
+                None => return Ok(total),
+            }
+        }
+    }
+
+    /// `recv(2)`. See [`Client::recvfrom`].
+    pub fn recv(&self, h: SocketHandle, buf: &mut [u8], flags: MsgFlags) -> Result<usize, Errno> {
+        self.recvfrom(h, buf, flags).map(|(n, _)| n)
+    }
+
+    /// `recvfrom(2)`: at most one slot (64 KiB) per call. Stream: 0 means end of file. Blocking:
+    /// waits for data; non-blocking: `EAGAIN`. The address is the datagram's sender (`None` for
+    /// streams).
+    pub fn recvfrom(
+        &self,
+        h: SocketHandle,
+        buf: &mut [u8],
+        flags: MsgFlags,
+    ) -> Result<(usize, Option<SockAddr>), Errno> {
+        let blocking = self.blocking(h, flags)?;
+        let area = self.area()?;
+        let slot = self.acquire(&self.rx, false)?;
+        let want = buf.len().min(slot.desc.len as usize);
+        let desc = BufDesc { offset: slot.desc.offset, len: want as u32 };
+        loop {
+            match self.rpc(&Request::Recv { handle: h, buf: desc, flags }) {
+                Ok(Response::Received { len, from }) => {
+                    let len = len as usize;
+                    area.read_rx(desc, len, buf)?;
+                    return Ok((len, from));
+                }
+                Ok(_) => return Err(Errno::EPROTO),
+                Err(Errno::EAGAIN) if blocking => self.wait(),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// `shutdown(2)`.
+    pub fn shutdown(&self, h: SocketHandle, how: Shutdown) -> Result<(), Errno> {
+        self.rpc_ok(&Request::Shutdown { handle: h, how })
+    }
+
+    /// `close(2)`. The handle is forgotten even if the server reports an error.
+    pub fn close(&self, h: SocketHandle) -> Result<(), Errno> {
+        self.sockets.lock().remove(&h);
+        self.rpc_ok(&Request::Close { handle: h })
+    }
+
+    /// `getsockname(2)`.
+    pub fn getsockname(&self, h: SocketHandle) -> Result<SockAddr, Errno> {
+        self.rpc_addr(&Request::GetSockName { handle: h })
+    }
+
+    /// `getpeername(2)`.
+    pub fn getpeername(&self, h: SocketHandle) -> Result<SockAddr, Errno> {
+        self.rpc_addr(&Request::GetPeerName { handle: h })
+    }
+
+    /// `setsockopt(2)`. `NonBlocking` also changes how this client waits on the socket.
+    pub fn setsockopt(&self, h: SocketHandle, value: SockOptValue) -> Result<(), Errno> {
+        self.info(h)?;
+        self.rpc_ok(&Request::SetSockOpt { handle: h, value })?;
+        if let SockOptValue::NonBlocking(nb) = value {
+            if let Some(i) = self.sockets.lock().get_mut(&h) {
+                i.nonblocking = nb;
+            }
+        }
+        Ok(())
+    }
+
+    /// `getsockopt(2)`.
+    pub fn getsockopt(&self, h: SocketHandle, opt: SockOpt) -> Result<SockOptValue, Errno> {
+        match self.rpc(&Request::GetSockOpt { handle: h, opt })? {
+            Response::SockOpt(v) if v.opt() == opt => Ok(v),
+            _ => Err(Errno::EPROTO),
+        }
+    }
+
+    /// Sets or clears `O_NONBLOCK`.
+    pub fn set_nonblocking(&self, h: SocketHandle, nonblocking: bool) -> Result<(), Errno> {
+        self.setsockopt(h, SockOptValue::NonBlocking(nonblocking))
+    }
+
+    /// Whether this client treats `h` as non-blocking (no round trip).
+    pub fn is_nonblocking(&self, h: SocketHandle) -> Result<bool, Errno> {
+        Ok(self.info(h)?.nonblocking)
+    }
+
+    /// `poll(2)`: fills every `revents` and returns how many entries have any. `timeout`:
+    /// `None` waits indefinitely, `Some(ZERO)` checks once. Sockets are checked in requests of
+    /// at most [`MAX_POLL_FDS`] (so `fds.len().div_ceil(64)` round trips per check); between
+    /// checks the client waits on its notification.
+    pub fn poll(&self, fds: &mut [PollFd], timeout: Option<Duration>) -> Result<usize, Errno> {
+        let deadline = timeout.map(|t| self.transport.now().saturating_add(t));
+        loop {
+            let mut ready = 0;
+            for chunk in fds.chunks_mut(MAX_POLL_FDS) {
+                let mut list = PollList::new();
+                for fd in chunk.iter() {
+                    list.push(PollEntry { handle: fd.handle, events: fd.events })
+                        .map_err(|_| Errno::EINVAL)?;
+                }
+                let revents = match self.rpc(&Request::Poll { fds: list })? {
+                    Response::Poll { revents } if revents.len() == chunk.len() => revents,
+                    _ => return Err(Errno::EPROTO),
+                };
+                for (fd, re) in chunk.iter_mut().zip(revents.iter()) {
+                    fd.revents = *re;
+                    if !re.is_empty() {
+                        ready += 1;
+                    }
+                }
+            }
+            if ready > 0 {
+                return Ok(ready);
+            }
+            match deadline {
+                None => self.wait(),
+                Some(d) => {
+                    let now = self.transport.now();
+                    if now >= d {
+                        return Ok(0);
+                    }
+                    if self.transport.wait(Some(d - now)) == Wake::TimedOut {
+                        // One last check below would race nothing: the deadline passed with no
+                        // signal, so nothing armed changed.
+                        return Ok(0);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The transport: the only way libsock reaches the net server.
+
+use core::time::Duration;
+use net_api::{DataRegion, Errno};
+
+/// Why [`Transport::wait`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// The server signalled (or a signal was already pending). May be spurious.
+    Signalled,
+    /// The timeout passed without a signal.
+    TimedOut,
+}
+
+/// One client's connection to the net server. See the crate docs ("The Transport contract") for
+/// the precise rules; in short:
+///
+/// * [`call`](Transport::call) is one synchronous control round trip (`seL4_Call` on seL4).
+/// * [`wait`](Transport::wait) blocks on the client's notification, which is *sticky*.
+/// * [`region`](Transport::region) is the client's data area, shared with the server.
+///
+/// A `Transport` is used from every thread that uses the [`crate::Client`], so it is `&self`
+/// throughout; implementations that are not thread-safe make the client `!Sync`, which is fine.
+pub trait Transport {
+    /// The shared data area's memory.
+    type Region: DataRegion;
+
+    /// Sends one encoded request (at most [`net_api::MAX_MSG`] bytes) and blocks until the
+    /// server's encoded response has been written to the start of `response` (a
+    /// [`net_api::MAX_MSG`]-byte buffer); returns its length. An `Err` means the transport
+    /// itself failed (the server is gone: use [`Errno::ServerRestarted`]); protocol errors come
+    /// back inside the response.
+    fn call(&self, request: &[u8], response: &mut [u8]) -> Result<usize, Errno>;
+
+    /// Blocks until the server signals this client or `timeout` passes (`None`: no limit).
+    /// Must return [`Wake::Signalled`] at once if a signal arrived since the previous `wait`
+    /// returned (signals are sticky and coalesce into one). Spurious `Signalled` is allowed.
+    fn wait(&self, timeout: Option<Duration>) -> Wake;
+
+    /// A monotonic clock (any origin), used for poll timeouts.
+    fn now(&self) -> Duration;
+
+    /// The client's data area.
+    fn region(&self) -> &Self::Region;
+
+    /// Called while spinning for a free data-area slot (every slot in use by other threads of
+    /// this client). Default: a CPU spin hint; host transports yield the thread.
+    fn relax(&self) {
+        core::hint::spin_loop();
+    }
+}
+
+impl<T: Transport + ?Sized> Transport for alloc::sync::Arc<T> {
+    type Region = T::Region;
+    fn call(&self, request: &[u8], response: &mut [u8]) -> Result<usize, Errno> {
+        (**self).call(request, response)
+    }
+    fn wait(&self, timeout: Option<Duration>) -> Wake {
+        (**self).wait(timeout)
+    }
+    fn now(&self) -> Duration {
+        (**self).now()
+    }
+    fn region(&self) -> &Self::Region {
+        (**self).region()
+    }
+    fn relax(&self) {
+        (**self).relax()
+    }
+}
