@@ -264,11 +264,23 @@ fn build(ws: &Ws, a: BuildArgs) -> Result<()> {
         return Ok(());
     }
     // Validate everything before building anything.
-    let mut systems = vec![load_system(ws, &a.system)?];
+    let mut paths = vec![a.system.clone()];
     if a.tests {
-        for path in test::test_files(ws)? {
-            systems.push(load_system(ws, &path)?);
+        paths.extend(test::test_files(ws)?);
+    }
+    let mut systems = Vec::new();
+    let mut invalid = 0;
+    for path in &paths {
+        match load_system(ws, path) {
+            Ok(s) => systems.push(s),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                invalid += 1;
+            }
         }
+    }
+    if invalid > 0 {
+        bail!("{invalid} system description(s) are invalid; nothing was built");
     }
     let mut kernels = std::collections::BTreeMap::new();
     for sys in &systems {
