@@ -90,6 +90,10 @@ pub struct Client<T: Transport> {
     tx: SlotPool,
     rx: SlotPool,
     round_trips: AtomicU64,
+    /// Bumped each time a thread of this client consumes a signal from the transport.
+    wake_gen: AtomicU64,
+    /// Held by the one thread currently blocked in `Transport::wait`.
+    waiter: AtomicBool,
 }
 
 impl<T: Transport> Client<T> {
@@ -103,9 +107,11 @@ impl<T: Transport> Client<T> {
             tx: SlotPool::new(0),
             rx: SlotPool::new(0),
             round_trips: AtomicU64::new(0),
+            wake_gen: AtomicU64::new(0),
+            waiter: AtomicBool::new(false),
         };
         let info = client.hello()?;
-        let Client { transport, session, sockets, round_trips, .. } = client;
+        let Client { transport, session, sockets, round_trips, wake_gen, waiter, .. } = client;
         *session.lock() = Session { epoch: info.epoch, layout: info.layout };
         Ok(Client {
             transport,
@@ -114,6 +120,8 @@ impl<T: Transport> Client<T> {
             tx: SlotPool::new(info.layout.tx_slots as usize),
             rx: SlotPool::new(info.layout.rx_slots as usize),
             round_trips,
+            wake_gen,
+            waiter,
         })
     }
 
@@ -202,10 +210,54 @@ impl<T: Transport> Client<T> {
         Ok(!self.info(h)?.nonblocking && !flags.contains(MsgFlags::DONTWAIT))
     }
 
-    /// Waits for the server's next signal. Lost wake-ups cannot happen because the
-    /// server armed the wake-up before answering EAGAIN and the notification is sticky.
-    fn wait(&self) {
-        let _ = self.transport.wait(None);
+    /// Snapshot taken *before* a request whose `EAGAIN` the caller may wait out.
+    fn wake_token(&self) -> u64 {
+        self.wake_gen.load(Ordering::Acquire)
+    }
+
+    /// Waits until some thread of this client has consumed a server signal after `token` was
+    /// taken, or `deadline` passes.
+    ///
+    /// One notification serves all of a client's threads, and consuming it clears it, so the
+    /// threads share it: one thread at a time (the holder of `waiter`) blocks in
+    /// `Transport::wait` and bumps `wake_gen` for every signal it consumes; the others yield
+    /// (`Transport::relax`) until `wake_gen` moves. No wake-up is lost: the signal provoked by a
+    /// request is sent after the server processed it, hence after the caller's token; whichever
+    /// thread consumes it bumps `wake_gen` past the token.
+    fn wait_since(&self, token: u64, deadline: Option<Duration>) -> Wake {
+        loop {
+            if self.wake_gen.load(Ordering::Acquire) != token {
+                return Wake::Signalled;
+            }
+            let timeout = match deadline {
+                None => None,
+                Some(d) => {
+                    let now = self.transport.now();
+                    if now >= d {
+                        return Wake::TimedOut;
+                    }
+                    Some(d - now)
+                }
+            };
+            if self
+                .waiter
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                // Re-check: the previous waiter may have bumped the generation just now.
+                if self.wake_gen.load(Ordering::Acquire) != token {
+                    self.waiter.store(false, Ordering::Release);
+                    return Wake::Signalled;
+                }
+                let w = self.transport.wait(timeout);
+                if w == Wake::Signalled {
+                    self.wake_gen.fetch_add(1, Ordering::AcqRel);
+                }
+                self.waiter.store(false, Ordering::Release);
+                return w;
+            }
+            self.transport.relax();
+        }
     }
 
     fn acquire<'a>(&self, pool: &'a SlotPool, tx: bool) -> Result<Slot<'a>, Errno> {
@@ -256,6 +308,7 @@ impl<T: Transport> Client<T> {
     pub fn accept(&self, h: SocketHandle) -> Result<(SocketHandle, SockAddr), Errno> {
         let blocking = self.blocking(h, MsgFlags::NONE)?;
         loop {
+            let token = self.wake_token();
             match self.rpc(&Request::Accept { handle: h }) {
                 Ok(Response::Accepted { handle, peer }) => {
                     let info = SockInfo { ty: SockType::Stream, nonblocking: false };
@@ -263,7 +316,9 @@ impl<T: Transport> Client<T> {
                     return Ok((handle, peer));
                 }
                 Ok(_) => return Err(Errno::EPROTO),
-                Err(Errno::EAGAIN) if blocking => self.wait(),
+                Err(Errno::EAGAIN) if blocking => {
+                    self.wait_since(token, None);
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -335,46 +390,48 @@ impl<T: Transport> Client<T> {
         if info.ty == SockType::Datagram && data.len() > slot_size {
             return Err(Errno::EMSGSIZE);
         }
-        let slot = self.acquire(&self.tx, true)?;
         let mut total = 0usize;
-        // An empty send still makes one call (an empty datagram is a datagram).
-        let mut chunks = data.chunks(slot_size.max(1));
-        let mut chunk: &[u8] = chunks.next().unwrap_or(&[]);
-        loop {
+        let mut sent_once = false;
+        // A slot is held only while calls for it are in flight: it is released before waiting,
+        // so a thread blocked on one socket never starves the others of slots.
+        'chunk: while total < data.len() || !sent_once {
+            let slot = self.acquire(&self.tx, true)?;
+            let end = data.len().min(total + slot_size);
+            let chunk = data.get(total..end).ok_or(Errno::EINVAL)?;
             area.write_tx(slot.desc, chunk)?;
             // `done` bytes of this chunk are accepted; the rest is still in the slot at offset
             // `done`, so a partial send is resumed without copying again.
             let mut done = 0usize;
-            loop {
+            while done < chunk.len() || !sent_once {
                 let len = chunk.len() - done;
                 let buf = BufDesc { offset: slot.desc.offset + done as u32, len: len as u32 };
+                let token = self.wake_token();
                 match self.rpc(&Request::Send { handle: h, buf, flags, to }) {
                     Ok(Response::Sent { len: sent }) => {
                         let sent = sent as usize;
                         if sent > len || (sent == 0 && len > 0) {
                             return Err(Errno::EPROTO);
                         }
+                        sent_once = true;
                         done += sent;
                         total += sent;
-                        if done == chunk.len() {
-                            break;
-                        }
-                        if !blocking {
+                        if done < chunk.len() && !blocking {
                             return Ok(total);
                         }
                     }
                     Ok(_) => return Err(Errno::EPROTO),
-                    Err(Errno::EAGAIN) if blocking => self.wait(),
+                    Err(Errno::EAGAIN) if blocking => {
+                        drop(slot);
+                        self.wait_since(token, None);
+                        continue 'chunk;
+                    }
                     // Bytes already sent are reported; the error shows on the next call.
                     Err(_) if total > 0 => return Ok(total),
                     Err(e) => return Err(e),
                 }
             }
-            match chunks.next() {
-                Some(next) => chunk = next,
-                None => return Ok(total),
-            }
         }
+        Ok(total)
     }
 
     /// `recv(2)`. See [`Client::recvfrom`].
@@ -393,10 +450,12 @@ impl<T: Transport> Client<T> {
     ) -> Result<(usize, Option<SockAddr>), Errno> {
         let blocking = self.blocking(h, flags)?;
         let area = self.area()?;
-        let slot = self.acquire(&self.rx, false)?;
-        let want = buf.len().min(slot.desc.len as usize);
-        let desc = BufDesc { offset: slot.desc.offset, len: want as u32 };
         loop {
+            // As for send: hold the slot only while the call is in flight.
+            let slot = self.acquire(&self.rx, false)?;
+            let want = buf.len().min(slot.desc.len as usize);
+            let desc = BufDesc { offset: slot.desc.offset, len: want as u32 };
+            let token = self.wake_token();
             match self.rpc(&Request::Recv { handle: h, buf: desc, flags }) {
                 Ok(Response::Received { len, from }) => {
                     let len = len as usize;
@@ -404,7 +463,10 @@ impl<T: Transport> Client<T> {
                     return Ok((len, from));
                 }
                 Ok(_) => return Err(Errno::EPROTO),
-                Err(Errno::EAGAIN) if blocking => self.wait(),
+                Err(Errno::EAGAIN) if blocking => {
+                    drop(slot);
+                    self.wait_since(token, None);
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -468,6 +530,7 @@ impl<T: Transport> Client<T> {
     pub fn poll(&self, fds: &mut [PollFd], timeout: Option<Duration>) -> Result<usize, Errno> {
         let deadline = timeout.map(|t| self.transport.now().saturating_add(t));
         loop {
+            let token = self.wake_token();
             let mut ready = 0;
             for chunk in fds.chunks_mut(MAX_POLL_FDS) {
                 let mut list = PollList::new();
@@ -489,20 +552,240 @@ impl<T: Transport> Client<T> {
             if ready > 0 {
                 return Ok(ready);
             }
-            match deadline {
-                None => self.wait(),
-                Some(d) => {
-                    let now = self.transport.now();
-                    if now >= d {
-                        return Ok(0);
-                    }
-                    if self.transport.wait(Some(d - now)) == Wake::TimedOut {
-                        // One last check below would race nothing: the deadline passed with no
-                        // signal, so nothing armed changed.
-                        return Ok(0);
-                    }
-                }
+            if timeout == Some(Duration::ZERO) {
+                return Ok(0);
+            }
+            if self.wait_since(token, deadline) == Wake::TimedOut {
+                // The deadline passed with no signal, so no armed socket changed.
+                return Ok(0);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Protocol-violation tests against a scripted in-crate transport: each call pops the next
+    //! canned response (raw bytes), so a misbehaving server can be imitated exactly.
+
+    use super::*;
+    use alloc::sync::Arc;
+    use core::cell::{Cell, RefCell};
+    use net_api::{encode_response, AtomicRegion, DataRegion};
+    use std::collections::VecDeque;
+    use std::vec;
+
+    struct Script {
+        replies: RefCell<VecDeque<Result<Vec<u8>, Errno>>>,
+        requests: RefCell<Vec<(u32, Request)>>,
+        waits: Cell<u32>,
+        region: Arc<AtomicRegion>,
+    }
+
+    fn enc(r: Response) -> Vec<u8> {
+        let mut b = [0u8; MAX_MSG];
+        let n = encode_response(&r, &mut b).unwrap();
+        b[..n].to_vec()
+    }
+
+    fn hello(epoch: u32) -> Vec<u8> {
+        enc(Response::Hello(ServerInfo {
+            version: PROTOCOL_VERSION,
+            epoch,
+            layout: DataAreaLayout::DEFAULT,
+        }))
+    }
+
+    impl Script {
+        fn new(replies: Vec<Result<Vec<u8>, Errno>>) -> Script {
+            Script {
+                replies: RefCell::new(replies.into()),
+                requests: RefCell::new(Vec::new()),
+                waits: Cell::new(0),
+                region: Arc::new(AtomicRegion::for_layout(&DataAreaLayout::DEFAULT)),
+            }
+        }
+    }
+
+    impl Transport for Script {
+        type Region = Arc<AtomicRegion>;
+        fn call(&self, request: &[u8], response: &mut [u8]) -> Result<usize, Errno> {
+            self.requests.borrow_mut().push(net_api::decode_request(request).unwrap());
+            let r = self.replies.borrow_mut().pop_front().expect("script ran out")?;
+            response[..r.len()].copy_from_slice(&r);
+            Ok(r.len())
+        }
+        fn wait(&self, _: Option<Duration>) -> Wake {
+            self.waits.set(self.waits.get() + 1);
+            Wake::Signalled
+        }
+        fn now(&self) -> Duration {
+            Duration::ZERO
+        }
+        fn region(&self) -> &Arc<AtomicRegion> {
+            &self.region
+        }
+    }
+
+    const H: SocketHandle = SocketHandle { index: 1, generation: 1 };
+
+    fn client_with_socket(ty: SockType, more: Vec<Result<Vec<u8>, Errno>>) -> Client<Script> {
+        let mut replies = vec![Ok(hello(7)), Ok(enc(Response::Socket(H)))];
+        replies.extend(more);
+        let c = Client::new(Script::new(replies)).unwrap();
+        assert_eq!(c.socket(Domain::Inet, ty), Ok(H));
+        c
+    }
+
+    #[test]
+    fn hello_is_checked() {
+        let mut bad = ServerInfo { version: 99, epoch: 1, layout: DataAreaLayout::DEFAULT };
+        let c = Client::new(Script::new(vec![Ok(enc(Response::Hello(bad)))]));
+        assert_eq!(c.err(), Some(Errno::EPROTONOSUPPORT));
+        bad.version = PROTOCOL_VERSION;
+        bad.epoch = 0;
+        let c = Client::new(Script::new(vec![Ok(enc(Response::Hello(bad)))]));
+        assert_eq!(c.err(), Some(Errno::EPROTO));
+        // A layout larger than the transport's region.
+        bad.epoch = 1;
+        bad.layout.tx_slots = 8;
+        let c = Client::new(Script::new(vec![Ok(enc(Response::Hello(bad)))]));
+        assert_eq!(c.err(), Some(Errno::EPROTO));
+        let c = Client::new(Script::new(vec![Ok(enc(Response::Ok))]));
+        assert_eq!(c.err(), Some(Errno::EPROTO));
+        let c = Client::new(Script::new(vec![Err(Errno::ServerRestarted)]));
+        assert_eq!(c.err(), Some(Errno::ServerRestarted));
+    }
+
+    #[test]
+    fn requests_carry_the_session_epoch() {
+        let c = client_with_socket(SockType::Stream, vec![Ok(enc(Response::Ok))]);
+        c.listen(H, 5).unwrap();
+        let reqs = c.transport().requests.borrow();
+        assert_eq!(reqs[0], (0, Request::Hello { version: PROTOCOL_VERSION }));
+        assert!(reqs[1..].iter().all(|(e, _)| *e == 7));
+        assert_eq!(reqs[2].1, Request::Listen { handle: H, backlog: 5 });
+        assert_eq!(c.round_trips(), 3);
+    }
+
+    #[test]
+    fn malformed_or_mismatched_replies_are_eproto() {
+        let c = client_with_socket(
+            SockType::Stream,
+            vec![
+                Ok(vec![0xff, 0xff]),                          // garbage
+                Ok(enc(Response::Sent { len: 1 })),            // wrong kind for bind
+                Ok(vec![]),                                    // empty
+                Ok(enc(Response::SockOpt(SockOptValue::KeepAlive(true)))), // wrong option
+            ],
+        );
+        let a = SockAddr::any_v4(1);
+        assert_eq!(c.bind(H, &a), Err(Errno::EPROTO));
+        assert_eq!(c.bind(H, &a), Err(Errno::EPROTO));
+        assert_eq!(c.bind(H, &a), Err(Errno::EPROTO));
+        assert_eq!(c.getsockopt(H, SockOpt::TcpNoDelay), Err(Errno::EPROTO));
+    }
+
+    #[test]
+    fn server_errors_pass_through_by_name() {
+        let c = client_with_socket(SockType::Stream, vec![Ok(enc(Response::Error(Errno::EADDRINUSE)))]);
+        let e = c.bind(H, &SockAddr::any_v4(80)).unwrap_err();
+        assert_eq!(std::format!("{e}"), "EADDRINUSE");
+    }
+
+    #[test]
+    fn recv_reply_longer_than_the_buffer_is_eproto() {
+        let c = client_with_socket(
+            SockType::Stream,
+            vec![Ok(enc(Response::Received { len: 11, from: None }))],
+        );
+        let mut buf = [0u8; 10];
+        assert_eq!(c.recv(H, &mut buf, MsgFlags::NONE), Err(Errno::EPROTO));
+        // The request named at most 10 bytes of an RX slot.
+        let reqs = c.transport().requests.borrow();
+        let Request::Recv { buf: d, .. } = reqs.last().unwrap().1 else { panic!() };
+        assert_eq!(d.len, 10);
+        assert_eq!(DataAreaLayout::DEFAULT.check_rx(d).map(|r| r.len()), Ok(10));
+    }
+
+    #[test]
+    fn sent_more_than_asked_is_eproto() {
+        let c = client_with_socket(SockType::Stream, vec![Ok(enc(Response::Sent { len: 6 }))]);
+        assert_eq!(c.send(H, b"12345", MsgFlags::NONE), Err(Errno::EPROTO));
+    }
+
+    #[test]
+    fn blocking_call_waits_and_retries_on_eagain() {
+        let eagain = || Ok(enc(Response::Error(Errno::EAGAIN)));
+        let c = client_with_socket(
+            SockType::Stream,
+            vec![eagain(), eagain(), Ok(enc(Response::Received { len: 2, from: None }))],
+        );
+        // The "server" wrote the bytes at the RX slot before replying.
+        let rx = DataAreaLayout::DEFAULT.rx_slot(0).unwrap();
+        c.transport().region.write(rx.offset as usize, b"ok").unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(c.recv(H, &mut buf, MsgFlags::NONE), Ok(2));
+        assert_eq!(&buf[..2], b"ok");
+        assert_eq!(c.transport().waits.get(), 2);
+    }
+
+    #[test]
+    fn nonblocking_call_returns_eagain_without_waiting() {
+        let c = client_with_socket(
+            SockType::Stream,
+            vec![Ok(enc(Response::Ok)), Ok(enc(Response::Error(Errno::EAGAIN)))],
+        );
+        c.set_nonblocking(H, true).unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(c.recv(H, &mut buf, MsgFlags::NONE), Err(Errno::EAGAIN));
+        assert_eq!(c.transport().waits.get(), 0);
+    }
+
+    #[test]
+    fn partial_send_resumes_from_the_slot_and_recopies_only_after_waiting() {
+        let c = client_with_socket(
+            SockType::Stream,
+            vec![
+                Ok(enc(Response::Sent { len: 3 })),
+                Ok(enc(Response::Error(Errno::EAGAIN))),
+                Ok(enc(Response::Sent { len: 7 })),
+            ],
+        );
+        assert_eq!(c.send(H, b"0123456789", MsgFlags::NONE), Ok(10));
+        let reqs = c.transport().requests.borrow();
+        let bufs: Vec<BufDesc> = reqs
+            .iter()
+            .filter_map(|(_, r)| match r {
+                Request::Send { buf, .. } => Some(*buf),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(bufs, vec![
+            BufDesc { offset: 0, len: 10 },
+            BufDesc { offset: 3, len: 7 },
+            // The slot was released while waiting; the rest was copied again.
+            BufDesc { offset: 0, len: 7 },
+        ]);
+        assert_eq!(c.transport().waits.get(), 1);
+    }
+
+    #[test]
+    fn unknown_handles_are_ebadf_without_a_round_trip() {
+        let c = Client::new(Script::new(vec![Ok(hello(1))])).unwrap();
+        let before = c.round_trips();
+        let mut b = [0u8; 1];
+        assert_eq!(c.recv(H, &mut b, MsgFlags::NONE), Err(Errno::EBADF));
+        assert_eq!(c.send(H, b"x", MsgFlags::NONE), Err(Errno::EBADF));
+        assert_eq!(c.round_trips(), before);
+    }
+
+    #[test]
+    fn poll_reply_with_wrong_length_is_eproto() {
+        let mut short = net_api::PollReady::new();
+        short.push(PollEvents::IN).unwrap();
+        let c = client_with_socket(SockType::Datagram, vec![Ok(enc(Response::Poll { revents: short }))]);
+        let mut fds = [PollFd::new(H, PollEvents::IN), PollFd::new(H, PollEvents::OUT)];
+        assert_eq!(c.poll(&mut fds, Some(Duration::ZERO)), Err(Errno::EPROTO));
     }
 }

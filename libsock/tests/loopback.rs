@@ -375,3 +375,36 @@ fn concurrent_senders_share_two_slots_without_mixing_data() {
     }
     drop(streams);
 }
+
+#[test]
+fn threads_of_one_client_blocked_on_different_sockets_all_wake() {
+    // Three threads of one client block in recv on three sockets; one notification serves them
+    // all. Data arrives for one socket at a time and its thread must wake, whichever thread
+    // happens to consume the notification. (A client whose threads each waited on the
+    // transport directly fails this: the wrong thread eats the signal and the right one sleeps.)
+    use std::sync::mpsc;
+    for round in 0..10u16 {
+        let net = FakeNet::new(1000);
+        let c = net.client();
+        let base = 7000 + round * 10;
+        let (done_tx, done_rx) = mpsc::channel();
+        for i in 0..3u16 {
+            let s = UdpSocket::bind(&c, addr(base + i)).unwrap();
+            let done = done_tx.clone();
+            thread::spawn(move || {
+                let mut b = [0u8; 8];
+                let (n, _) = s.recv_from(&mut b).unwrap();
+                done.send((i, b[..n].to_vec())).unwrap();
+            });
+        }
+        // Let all three block.
+        thread::sleep(Duration::from_millis(20));
+        let other = net.client();
+        let tx = UdpSocket::bind(&other, addr(0)).unwrap();
+        for i in [2u16, 0, 1] {
+            tx.send_to(&[i as u8], addr(base + i)).unwrap();
+            let got = done_rx.recv_timeout(Duration::from_secs(10)).expect("blocked thread never woke");
+            assert_eq!(got, (i, vec![i as u8]));
+        }
+    }
+}

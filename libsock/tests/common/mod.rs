@@ -141,8 +141,18 @@ impl FakeNet {
             return Response::Error(Errno::ServerRestarted);
         }
         let r = net.dispatch(client, req);
-        // "Signal on change": anything that may have changed readiness wakes everyone.
-        if !matches!(req, Request::Poll { .. } | Request::GetSockName { .. } | Request::GetPeerName { .. }) {
+        // "Signal on change": only requests that changed state signal (then every client, which
+        // the contract allows). EAGAIN answers and pure queries do not, so a client that loses a
+        // wake-up is not rescued by an unrelated retry.
+        let changed = match req {
+            Request::Poll { .. }
+            | Request::GetSockName { .. }
+            | Request::GetPeerName { .. }
+            | Request::GetSockOpt { .. } => false,
+            Request::Connect { .. } => true,
+            _ => r.is_ok(),
+        };
+        if changed {
             for c in &net.clients {
                 c.signal.signal();
             }
