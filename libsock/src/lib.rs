@@ -10,7 +10,7 @@
 //! # The Transport contract
 //!
 //! [`Transport`] is the only way libsock reaches the server. An implementation (seL4 IPC; the
-//! host one in [`host`]; fakes in tests) must provide:
+//! host one in `host` (feature `std`); fakes in tests) must provide:
 //!
 //! 1. **`call(request, response) -> Result<usize, Errno>`**: one synchronous control round trip.
 //!    `request` is one encoded `net_api::Request` (≤ `MAX_MSG` = 960 bytes, produced by
@@ -26,7 +26,7 @@
 //!    the timeout passes. Signals are *sticky* and *coalescing*: a signal sent at any time after
 //!    the previous `wait` returned makes the next `wait` return `Signalled` immediately; several
 //!    signals may be reported as one; spurious `Signalled` is allowed. On seL4: `seL4_Wait` on a
-//!    notification (its word is the sticky flag). On the host: [`host::Signal`].
+//!    notification (its word is the sticky flag). On the host: `host::Signal`.
 //! 3. **`now() -> Duration`**: a monotonic clock, used only for poll timeouts.
 //! 4. **`region() -> &Region`**: the client's data area, a `net_api::DataRegion` of at least the
 //!    size the server announces in `Hello` (`DataAreaLayout::total_len`); the server maps the
@@ -50,10 +50,11 @@
 //! `MSG_DONTWAIT`) `EAGAIN` goes to the caller. A blocking stream `connect` waits for the
 //! handshake via `poll(OUT)` and `SO_ERROR`.
 //!
-//! One notification serves all of a client's sockets, so a wake-up for socket A also wakes a
-//! thread blocked on socket B; B's thread re-checks and waits again. (With several threads
-//! blocked at once, one signal wakes one waiter on seL4: [`Client`] is correct for
-//! one blocked thread per client; see the README, "Not done".)
+//! One notification serves all of a client's sockets and threads. Consuming it clears it, so
+//! the client shares it: one thread at a time blocks in `Transport::wait` and bumps a wake
+//! generation for each signal it consumes; other blocked threads yield until the generation
+//! passes the value they read *before* sending their request, then retry. A data-area slot is
+//! released before waiting, so a blocked thread never holds a buffer another thread needs.
 //!
 //! # Costs
 //!
@@ -68,7 +69,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::panic))]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 extern crate alloc;
 #[cfg(any(test, feature = "std"))]
