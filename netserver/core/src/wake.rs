@@ -1,0 +1,148 @@
+//! Wake-ups that cannot be lost: readiness bits, one waiter slot per socket, sticky signals.
+//!
+//! This is the seed's interlocked sleep (`msleep` with the socket mutex as interlock), made to
+//! work across a protection boundary where the sleeper is another process:
+//!
+//! * A socket's **readiness** is a word of bits ([`IN`], [`OUT`], [`ERR`], [`HUP`]) that is
+//!   changed only while holding the lock of the state it summarizes (a `SockBuf`, the accept
+//!   queue, or the socket lock), so it always matches that state.
+//! * A **waiter** (client `C` wants `IN` on this socket) is recorded in the socket's
+//!   [`Notify`](crate::lock::Notify)-level slot.
+//! * **Arm** = record the waiter under the `Notify` lock, *then* read the readiness word.
+//!   **Notify** = set readiness bits, *then* take the `Notify` lock and, if a waiter wants any of
+//!   them, remove it and signal it (after unlocking).
+//!   Whichever of the two `Notify` critical sections comes second sees the other side's write: if
+//!   the notifier's comes second it finds the waiter; if the arm's comes second, the notifier's
+//!   bit store happened before its unlock, which happened before the arm's lock, so the arm's read
+//!   sees the bit. Either the waiter sees "ready" or it gets a signal.
+//! * **Signals are sticky** ([`Signal`]): a signal sent before the waiter blocks is kept, so the
+//!   window between "arm returned not-ready" and "block" loses nothing. A woken waiter always
+//!   re-checks (signals may be spurious).
+//!
+//! The waiter therefore never sleeps holding a socket lock, and the notifier never takes the
+//! `Notify` lock while holding a `SockBuf` lock (they are equal rank and do not nest).
+//! `tests/loom.rs` model-checks this protocol (and shows that dropping the "then re-read" step
+//! loses a wake-up).
+
+use core::time::Duration;
+
+use crate::lock::{Mutex, Notify, RawLock};
+use crate::sync::{AtomicU32, Ordering};
+
+/// Readable: data, end of file, or a pending connection. Same value as `PollEvents::IN`.
+pub const IN: u32 = 0x1;
+/// Writable: send space, or a connect finished. Same value as `PollEvents::OUT`.
+pub const OUT: u32 = 0x4;
+/// Error pending. Same value as `PollEvents::ERR`.
+pub const ERR: u32 = 0x8;
+/// Hang-up: connection gone. Same value as `PollEvents::HUP`.
+pub const HUP: u32 = 0x10;
+/// Bits reported whatever the interest.
+pub const ALWAYS: u32 = ERR | HUP;
+
+/// A sticky wake-up: a binary semaphore. On seL4 a notification object (`seL4_Signal`); on the
+/// host a flag under a mutex with a condition variable.
+pub trait Signal: Send + Sync {
+    /// Sets the signal and wakes the waiter if one is blocked. A signal nobody waits for yet is
+    /// kept until the next wait (signals coalesce).
+    fn signal(&self);
+}
+
+/// A [`Signal`] that its owner can block on.
+pub trait Wait: Signal {
+    /// Blocks until signalled or `timeout` passes (`None`: no limit); consumes the signal.
+    /// Returns whether it was signalled. Returns at once if a signal is pending.
+    fn wait(&self, timeout: Option<Duration>) -> bool;
+}
+
+/// A signal that does nothing (for sockets nobody waits on, and tests).
+#[derive(Debug, Default)]
+pub struct NoSignal;
+
+impl Signal for NoSignal {
+    fn signal(&self) {}
+}
+
+/// A registered waiter: who to signal and for which bits.
+pub struct Waiter {
+    interest: u32,
+    signal: alloc::sync::Arc<dyn Signal>,
+}
+
+/// A socket's readiness word and waiter slot.
+pub struct WaitSlot<R: RawLock> {
+    ready: AtomicU32,
+    waiter: Mutex<Notify, Option<Waiter>, R>,
+}
+
+impl<R: RawLock> Default for WaitSlot<R> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<R: RawLock> WaitSlot<R> {
+    /// Not ready, nobody waiting.
+    pub fn new() -> Self {
+        WaitSlot { ready: AtomicU32::new(0), waiter: Mutex::new(None) }
+    }
+
+    /// The readiness bits now.
+    pub fn readiness(&self) -> u32 {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Arms a wake-up for `interest` (plus [`ALWAYS`]) and returns the bits of those that are
+    /// already ready. When the result is non-zero the caller must not block (the waiter stays
+    /// armed; at worst it gets one spurious signal later).
+    pub fn arm(&self, interest: u32, signal: &alloc::sync::Arc<dyn Signal>) -> u32 {
+        let want = interest | ALWAYS;
+        *self.waiter.lock() = Some(Waiter { interest: want, signal: signal.clone() });
+        self.ready.load(Ordering::SeqCst) & want
+    }
+
+    /// Removes any armed waiter.
+    pub fn disarm(&self) {
+        *self.waiter.lock() = None;
+    }
+
+    /// Sets `bits` (call with the lock of the state they describe held). Returns the bits that
+    /// were newly set: pass them to [`wake`](Self::wake) after unlocking.
+    pub fn mark(&self, bits: u32) -> u32 {
+        let before = self.ready.fetch_or(bits, Ordering::SeqCst);
+        bits & !before
+    }
+
+    /// Clears `bits` (with the lock of the state they describe held).
+    pub fn clear(&self, bits: u32) {
+        self.ready.fetch_and(!bits, Ordering::SeqCst);
+    }
+
+    /// Signals the waiter if it wants any of `bits`. Takes the `Notify` lock: call it with no
+    /// `SockBuf` lock held. Returns whether a signal was sent.
+    pub fn wake(&self, bits: u32) -> bool {
+        if bits == 0 {
+            return false;
+        }
+        let w = {
+            let mut slot = self.waiter.lock();
+            match &*slot {
+                Some(w) if w.interest & bits != 0 => slot.take(),
+                _ => None,
+            }
+        };
+        match w {
+            Some(w) => {
+                w.signal.signal();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// [`mark`](Self::mark) then [`wake`](Self::wake), for callers that hold no `SockBuf` lock.
+    pub fn set(&self, bits: u32) -> bool {
+        let new = self.mark(bits);
+        self.wake(new)
+    }
+}
