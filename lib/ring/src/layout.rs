@@ -5,7 +5,7 @@
 
 use core::sync::atomic::AtomicU8;
 
-use crate::sync::AtomicU32;
+use crate::sync::{AtomicU32, AtomicU64};
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -39,24 +39,41 @@ pub struct SetupLine {
     _pad: Pad<44>,
 }
 
-/// Cache line 1: written by the producer (`tail`; `needs_notify` is set by the producer and
-/// cleared by the consumer).
+/// Cache line 1: written by the producer. `tail` is an index word (see [`index_word`]);
+/// `needs_notify` is set by the producer and cleared by the consumer.
 #[repr(C, align(64))]
 #[cfg_attr(not(loom), derive(FromBytes, IntoBytes, KnownLayout))]
 pub struct ProducerLine {
-    pub(crate) tail: AtomicU32,
+    pub(crate) tail: AtomicU64,
     pub(crate) needs_notify: AtomicU32,
-    _pad: Pad<56>,
+    _pad: Pad<52>,
 }
 
-/// Cache line 2: written by the consumer (`head`; `needs_notify` is set by the consumer and
-/// cleared by the producer).
+/// Cache line 2: written by the consumer. `head` is an index word (see [`index_word`]);
+/// `needs_notify` is set by the consumer and cleared by the producer.
 #[repr(C, align(64))]
 #[cfg_attr(not(loom), derive(FromBytes, IntoBytes, KnownLayout))]
 pub struct ConsumerLine {
-    pub(crate) head: AtomicU32,
+    pub(crate) head: AtomicU64,
     pub(crate) needs_notify: AtomicU32,
-    _pad: Pad<56>,
+    _pad: Pad<52>,
+}
+
+/// An index word: the free-running `u32` index in the low half, the epoch it was written in
+/// in the high half (one 64-bit atomic, so the two cannot tear apart).
+pub(crate) fn index_word(epoch: u32, index: u32) -> u64 {
+    (u64::from(epoch) << 32) | u64::from(index)
+}
+
+/// The index an index word holds for a side attached to `epoch`. A word written in another
+/// epoch — by a peer that had not noticed a re-initialisation yet, or by a hostile one — reads
+/// as 0, the value [`Ring::init`](crate::Ring::init) gives every index.
+pub(crate) fn index_of(word: u64, epoch: u32) -> u32 {
+    if (word >> 32) as u32 == epoch {
+        word as u32
+    } else {
+        0
+    }
 }
 
 /// The 192-byte header at the start of every ring; the `N` slots follow it directly.
@@ -86,8 +103,8 @@ impl RingHeader {
                 epoch: AtomicU32::new(0),
                 _pad: pad(),
             },
-            producer: ProducerLine { tail: AtomicU32::new(0), needs_notify: AtomicU32::new(0), _pad: pad() },
-            consumer: ConsumerLine { head: AtomicU32::new(0), needs_notify: AtomicU32::new(0), _pad: pad() },
+            producer: ProducerLine { tail: AtomicU64::new(0), needs_notify: AtomicU32::new(0), _pad: pad() },
+            consumer: ConsumerLine { head: AtomicU64::new(0), needs_notify: AtomicU32::new(0), _pad: pad() },
         }
     }
 }
@@ -157,9 +174,9 @@ mod tests {
         assert_eq!(offset_of!(RingHeader, setup) + offset_of!(SetupLine, slot_size), 12);
         assert_eq!(offset_of!(RingHeader, setup) + offset_of!(SetupLine, epoch), 16);
         assert_eq!(offset_of!(RingHeader, producer) + offset_of!(ProducerLine, tail), 64);
-        assert_eq!(offset_of!(RingHeader, producer) + offset_of!(ProducerLine, needs_notify), 68);
+        assert_eq!(offset_of!(RingHeader, producer) + offset_of!(ProducerLine, needs_notify), 72);
         assert_eq!(offset_of!(RingHeader, consumer) + offset_of!(ConsumerLine, head), 128);
-        assert_eq!(offset_of!(RingHeader, consumer) + offset_of!(ConsumerLine, needs_notify), 132);
+        assert_eq!(offset_of!(RingHeader, consumer) + offset_of!(ConsumerLine, needs_notify), 136);
     }
 
     #[test]
@@ -191,7 +208,15 @@ mod tests {
         }
         let h = RingHeader::read_from_bytes(&raw).unwrap();
         use core::sync::atomic::Ordering::Relaxed;
-        assert_eq!(h.producer.tail.load(Relaxed).to_ne_bytes(), raw[64..68]);
-        assert_eq!(h.consumer.head.load(Relaxed).to_ne_bytes(), raw[128..132]);
+        assert_eq!(h.producer.tail.load(Relaxed).to_ne_bytes(), raw[64..72]);
+        assert_eq!(h.consumer.head.load(Relaxed).to_ne_bytes(), raw[128..136]);
+    }
+
+    #[test]
+    fn index_words_carry_their_epoch() {
+        assert_eq!(index_word(3, 0xffff_fffe), 0x0000_0003_ffff_fffe);
+        assert_eq!(index_of(0x0000_0003_ffff_fffe, 3), 0xffff_fffe);
+        assert_eq!(index_of(0x0000_0002_0000_0005, 3), 0, "a word from another epoch reads as 0");
+        assert_eq!(index_of(5, 3), 0);
     }
 }

@@ -7,7 +7,7 @@ use core::num::NonZeroU32;
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use crate::layout::{RingHeader, HEADER_SIZE, LAYOUT_VERSION, MAGIC};
+use crate::layout::{index_of, index_word, RingHeader, HEADER_SIZE, LAYOUT_VERSION, MAGIC};
 #[cfg(loom)]
 use crate::sync::ModelFault;
 use crate::sync::{fence, AtomicU32, Ordering};
@@ -151,9 +151,9 @@ impl<'a, T: Item, const N: usize> Ring<'a, T, N> {
         setup.version.store(LAYOUT_VERSION, Ordering::Relaxed);
         setup.capacity.store(Self::CAP, Ordering::Relaxed);
         setup.slot_size.store(size_of::<T>() as u32, Ordering::Relaxed);
-        self.header.producer.tail.store(0, Ordering::Relaxed);
+        self.header.producer.tail.store(index_word(epoch.get(), 0), Ordering::Relaxed);
         self.header.producer.needs_notify.store(0, Ordering::Relaxed);
-        self.header.consumer.head.store(0, Ordering::Relaxed);
+        self.header.consumer.head.store(index_word(epoch.get(), 0), Ordering::Relaxed);
         self.header.consumer.needs_notify.store(0, Ordering::Relaxed);
         for word in self.slots {
             word.store(0, Ordering::Relaxed);
@@ -233,8 +233,8 @@ impl<'a, T: Item, const N: usize> Ring<'a, T, N> {
         let version = setup.version.load(Ordering::Relaxed);
         let capacity = setup.capacity.load(Ordering::Relaxed);
         let slot_size = setup.slot_size.load(Ordering::Relaxed);
-        let head = self.header.consumer.head.load(Ordering::Relaxed);
-        let tail = self.header.producer.tail.load(Ordering::Relaxed);
+        let head = index_of(self.header.consumer.head.load(Ordering::Relaxed), epoch);
+        let tail = index_of(self.header.producer.tail.load(Ordering::Relaxed), epoch);
         fence(Ordering::Acquire);
         if setup.epoch.load(Ordering::Relaxed) != epoch {
             return Err(RingError::NotReady);
@@ -383,7 +383,7 @@ impl<'a, T: Item, const N: usize> Producer<'a, T, N> {
         if self.tail == self.published {
             return Ok(Notify::Quiet);
         }
-        self.ring.header.producer.tail.store(self.tail, self.release());
+        self.ring.header.producer.tail.store(index_word(self.epoch, self.tail), self.release());
         self.published = self.tail;
         self.wakeup_fence();
         Ok(take_flag(&self.ring.header.consumer.needs_notify))
@@ -400,13 +400,13 @@ impl<'a, T: Item, const N: usize> Producer<'a, T, N> {
             return Err(RingError::Unpublished);
         }
         let flag = &self.ring.header.producer.needs_notify;
-        flag.store(1, Ordering::Relaxed);
+        let _ = flag.swap(1, Ordering::Relaxed);
         self.wakeup_fence();
         self.refresh_head()?;
         if self.free_cached() == 0 {
             Ok(Wait::Block)
         } else {
-            flag.store(0, Ordering::Relaxed);
+            let _ = flag.swap(0, Ordering::Relaxed);
             Ok(Wait::Retry)
         }
     }
@@ -418,7 +418,7 @@ impl<'a, T: Item, const N: usize> Producer<'a, T, N> {
     /// Read the consumer's `head` once and accept it only if it lies between the last head seen
     /// and the last tail published: it never moves back and never passes what was published.
     fn refresh_head(&mut self) -> Result<(), RingError> {
-        let head = self.ring.header.consumer.head.load(self.acquire());
+        let head = index_of(self.ring.header.consumer.head.load(self.acquire()), self.epoch);
         if !within(head, self.head, self.published) {
             return Err(self.ring.fault(self.epoch, Field::Head, head));
         }
@@ -539,6 +539,12 @@ impl<'a, T: Item, const N: usize> Consumer<'a, T, N> {
             }
         }
         let item = self.ring.read_slot(self.head);
+        // A re-initialisation may have zeroed the slot while it was read. If any word read came
+        // from it, this acquire fence synchronises with the release fence `init` issues after
+        // setting the epoch to 0, so the re-check below sees the change: `pop` never returns an
+        // item that was not written in the attached epoch, even across a restart.
+        fence(Ordering::Acquire);
+        self.ring.check_epoch(self.epoch)?;
         self.head = self.head.wrapping_add(1);
         Ok(Some(item))
     }
@@ -550,7 +556,7 @@ impl<'a, T: Item, const N: usize> Consumer<'a, T, N> {
         if self.head == self.released {
             return Ok(Notify::Quiet);
         }
-        self.ring.header.consumer.head.store(self.head, self.release_order());
+        self.ring.header.consumer.head.store(index_word(self.epoch, self.head), self.release_order());
         self.released = self.head;
         self.wakeup_fence();
         Ok(take_flag(&self.ring.header.producer.needs_notify))
@@ -567,13 +573,13 @@ impl<'a, T: Item, const N: usize> Consumer<'a, T, N> {
             return Err(RingError::Unpublished);
         }
         let flag = &self.ring.header.consumer.needs_notify;
-        flag.store(1, Ordering::Relaxed);
+        let _ = flag.swap(1, Ordering::Relaxed);
         self.wakeup_fence();
         self.refresh_tail()?;
         if self.head == self.tail {
             Ok(Wait::Block)
         } else {
-            flag.store(0, Ordering::Relaxed);
+            let _ = flag.swap(0, Ordering::Relaxed);
             Ok(Wait::Retry)
         }
     }
@@ -581,7 +587,7 @@ impl<'a, T: Item, const N: usize> Consumer<'a, T, N> {
     /// Read the producer's `tail` once and accept it only if it lies between the last tail seen
     /// and `released + N`: it never moves back and never claims more than `N` items.
     fn refresh_tail(&mut self) -> Result<(), RingError> {
-        let tail = self.ring.header.producer.tail.load(self.acquire());
+        let tail = index_of(self.ring.header.producer.tail.load(self.acquire()), self.epoch);
         let limit = self.released.wrapping_add(Ring::<T, N>::CAP);
         if !within(tail, self.tail, limit) {
             return Err(self.ring.fault(self.epoch, Field::Tail, tail));
@@ -633,17 +639,19 @@ fn take_flag(flag: &AtomicU32) -> Notify {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+// The tests poke the low (index) half of index words by byte offset: little-endian layout.
+#[cfg(all(test, not(loom), target_endian = "little"))]
 mod tests {
     use super::*;
     use crate::testing::HeapRing;
     use crate::Desc;
     use std::vec::Vec;
 
+    /// Low (index) half of the tail word on little-endian machines; the epoch tag is at 68.
     const TAIL: usize = 64;
-    const P_FLAG: usize = 68;
+    const P_FLAG: usize = 72;
     const HEAD: usize = 128;
-    const C_FLAG: usize = 132;
+    const C_FLAG: usize = 136;
     const EPOCH: usize = 16;
 
     #[test]
@@ -658,6 +666,8 @@ mod tests {
         expected[8..12].copy_from_slice(&[4, 0, 0, 0]); // capacity
         expected[12..16].copy_from_slice(&[16, 0, 0, 0]); // slot size
         expected[16..20].copy_from_slice(&[4, 3, 2, 1]); // epoch
+        expected[68..72].copy_from_slice(&[4, 3, 2, 1]); // tail 0, tagged with the epoch
+        expected[132..136].copy_from_slice(&[4, 3, 2, 1]); // head 0, tagged with the epoch
         assert_eq!(mem.bytes(), expected);
         assert!(mem.canary_intact());
     }
@@ -672,7 +682,7 @@ mod tests {
         assert_eq!(mem.peek(TAIL), 0, "nothing visible before publish");
         assert_eq!(p.publish().unwrap(), Notify::Quiet);
         let b = mem.bytes();
-        assert_eq!(&b[64..68], &[2, 0, 0, 0]);
+        assert_eq!(&b[64..72], &[2, 0, 0, 0, 1, 0, 0, 0], "tail 2 in epoch 1");
         assert_eq!(&b[192..208], &[0, 0x10, 0, 0, 60, 0, 0, 0, 3, 0, 0, 0, 1, 0, 0, 0]);
         assert_eq!(&b[208..224], &[0, 0x20, 0, 0, 61, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0]);
     }
@@ -846,6 +856,29 @@ mod tests {
         mem.poke(TAIL, 0);
         assert_eq!(c.ring().fault(c.epoch, Field::Tail, 0), RingError::EpochChanged { attached: 1, now: 0 });
         assert!(matches!(c.pop(), Err(RingError::EpochChanged { .. })));
+    }
+
+    #[test]
+    fn a_stale_index_write_landing_after_a_reinit_is_ignored() {
+        let mem = HeapRing::<u32, 4>::new();
+        let (mut p, mut c) = mem.pair();
+        for i in 0..3 {
+            p.push(i).unwrap();
+        }
+        let _ = p.publish().unwrap();
+        assert_eq!(c.pop().unwrap(), Some(0));
+        assert_eq!(c.pop().unwrap(), Some(1));
+        let ring = mem.ring();
+        ring.reinit(); // epoch 2: the producer side restarted
+        // The consumer's release had checked the epoch just before; its head store lands now.
+        ring.header.consumer.head.store(crate::layout::index_word(1, 2), Ordering::Release);
+        p.reattach().unwrap();
+        assert_eq!(p.free(), Ok(4), "the old-epoch head reads as 0, not as 2");
+        p.push(10).unwrap();
+        let _ = p.publish().unwrap();
+        assert!(matches!(c.pop(), Err(RingError::EpochChanged { attached: 1, now: 2 })));
+        c.reattach().unwrap();
+        assert_eq!(c.pop().unwrap(), Some(10));
     }
 
     #[test]

@@ -8,10 +8,10 @@
 //! that the model catches the resulting bugs (a test that cannot fail is a defect).
 
 #[cfg(loom)]
-pub use loom::sync::atomic::{fence, AtomicU32, Ordering};
+pub use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 #[cfg(not(loom))]
-pub use core::sync::atomic::{fence, AtomicU32, Ordering};
+pub use core::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 /// A deliberate protocol weakening, only for model tests (exists only under `--cfg loom`).
 #[cfg(loom)]
