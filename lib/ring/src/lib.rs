@@ -53,25 +53,29 @@
 //! A ring of capacity `N` (a power of two, `1..=2^31`, checked at compile time) holding items `T`
 //! (a zerocopy plain-bytes type whose size is a multiple of 4) occupies
 //! [`Ring::<T, N>::BYTES`](Ring::BYTES) `= 192 + N * size_of::<T>()` bytes at a 64-byte aligned
-//! address. All fields are native-endian `u32`s (both sides run on the same machine), accessed
-//! only atomically. The three header cache lines separate what each side writes, so the producer
-//! and consumer do not bounce one line between cores on every operation.
+//! address. All fields are native-endian (both sides run on the same machine) and accessed only
+//! atomically. The three header cache lines separate what each side writes, so the producer and
+//! consumer do not bounce one line between cores on every operation.
 //!
-//! | offset | field | written by | read by | notes |
-//! |---:|---|---|---|---|
-//! | 0 | `magic` = `b"RING"` | initialiser | attacher | checked at attach |
-//! | 4 | `version` = [`LAYOUT_VERSION`] | initialiser | attacher | checked at attach |
-//! | 8 | `capacity` = `N` | initialiser | attacher | checked at attach, **never used for arithmetic** |
-//! | 12 | `slot_size` = `size_of::<T>()` | initialiser | attacher | checked at attach |
-//! | 16 | `epoch` | initialiser | both | 0 = not ready; see *Epochs* |
-//! | 20..64 | padding | nobody | nobody | |
-//! | 64 | `tail` | producer | consumer | free-running index of the next slot to fill |
-//! | 68 | producer `needs_notify` | producer sets, consumer clears | both | "wake me when space frees" |
-//! | 72..128 | padding | nobody | nobody | |
-//! | 128 | `head` | consumer | producer | free-running index of the next slot to read |
-//! | 132 | consumer `needs_notify` | consumer sets, producer clears | both | "wake me when items arrive" |
-//! | 136..192 | padding | nobody | nobody | |
-//! | 192 | slots `[T; N]` | producer (slots it owns) | consumer (published slots) | slot `i mod N` |
+//! | offset | field | type | written by | read by | notes |
+//! |---:|---|---|---|---|---|
+//! | 0 | `magic` = `b"RING"` | u32 | initialiser | attacher | checked at attach |
+//! | 4 | `version` = [`LAYOUT_VERSION`] | u32 | initialiser | attacher | checked at attach |
+//! | 8 | `capacity` = `N` | u32 | initialiser | attacher | checked at attach, **never used for arithmetic** |
+//! | 12 | `slot_size` = `size_of::<T>()` | u32 | initialiser | attacher | checked at attach |
+//! | 16 | `epoch` | u32 | initialiser | both | 0 = not ready; see *Epochs* |
+//! | 20..64 | padding | | nobody | nobody | |
+//! | 64 | `tail` index word | u64 | producer (and `init`) | consumer | low half: next slot to fill; high half: epoch |
+//! | 72 | producer `needs_notify` | u32 | producer sets, consumer clears | both | "wake me when space frees" |
+//! | 76..128 | padding | | nobody | nobody | |
+//! | 128 | `head` index word | u64 | consumer (and `init`) | producer | low half: next slot to read; high half: epoch |
+//! | 136 | consumer `needs_notify` | u32 | consumer sets, producer clears | both | "wake me when items arrive" |
+//! | 140..192 | padding | | nobody | nobody | |
+//! | 192 | slots `[T; N]` | | producer (slots it owns) | consumer (published slots) | slot `i mod N` |
+//!
+//! An **index word** holds a free-running `u32` index in its low half and, in its high half, the
+//! epoch the writer was attached to; a word carrying any other epoch than the reader's reads as
+//! index 0 (the value `init` writes). See *Epochs* for why.
 //!
 //! The header type, [`RingHeader`], is `#[repr(C)]` with explicit padding and derives zerocopy's
 //! `FromBytes`, `IntoBytes` and `KnownLayout` (any bytes are a valid header); it is made entirely
@@ -128,9 +132,9 @@
 //!
 //! Consumer, [`Consumer::prepare_wait`] after `pop` returned `None` (and after `release`):
 //!
-//! 1. `consumer.needs_notify = 1`
+//! 1. `consumer.needs_notify = 1` (an atomic swap)
 //! 2. `fence(SeqCst)`
-//! 3. re-read `tail`; if the ring is no longer empty, clear the flag and return [`Wait::Retry`]
+//! 3. re-read `tail`; if the ring is no longer empty, clear the flag (swap) and return [`Wait::Retry`]
 //!    (pop again); otherwise return [`Wait::Block`] and the caller waits on its notification.
 //!
 //! Producer, [`Producer::publish`] after a batch of pushes:
@@ -150,6 +154,11 @@
 //! and P3 the old flag at the same time (the store-buffering outcome), and the model tests show
 //! exactly that deadlock when the fences are removed.
 //!
+//! Every write to a flag is an atomic swap, so the flag's modification order is one chain of
+//! read-modify-writes. The argument above does not need it, but it makes the order of the
+//! flag's values obvious (and loom, which infers modification order from causality, models
+//! it exactly; with a plain store for "set" it reports a spurious lost wake-up).
+//!
 //! Wake-ups can be spurious (a flag cleared by `Retry` races with a producer that already
 //! decided to signal): after waking, always go back to popping, and re-arm before blocking again.
 //! `prepare_wait` refuses ([`RingError::Unpublished`]) while this side has popped-but-unreleased
@@ -168,14 +177,25 @@
 //! # Epochs and restart
 //!
 //! The side that (re)initialises a ring ([`Ring::init`], or [`Ring::reinit`] which takes the
-//! header's epoch + 1) writes epoch 0, then the layout fields, zero indices, flags and slots, then
-//! the new non-zero epoch with release ordering (a seqlock: an attacher that reads a changing
-//! header gets [`RingError::NotReady`] and retries). [`Producer::attach`] / [`Consumer::attach`]
-//! validate the header and record the epoch. Every later operation compares the header's epoch
-//! with the recorded one and fails with [`RingError::EpochChanged`] when they differ. The other
-//! side then drops what was in flight (e.g. [`BufferPool::reclaim_all_lent`]), calls
-//! `reattach()`, and re-posts its buffers. A restarted driver thus re-handshakes without the net
-//! server having to trust anything it did before.
+//! header's epoch + 1) writes epoch 0, then the layout fields, both index words (index 0, tagged
+//! with the new epoch), the flags and the slots, then the new non-zero epoch with release
+//! ordering (a seqlock: an attacher that reads a changing header gets [`RingError::NotReady`]
+//! and retries). [`Producer::attach`] / [`Consumer::attach`] validate the header and record the
+//! epoch. Every later operation compares the header's epoch with the recorded one and fails with
+//! [`RingError::EpochChanged`] when they differ. The other side then drops what was in flight
+//! (e.g. [`BufferPool::reclaim_all_lent`]), calls `reattach()`, and re-posts its buffers: a
+//! restarted driver re-handshakes without the net server trusting anything from before.
+//!
+//! A re-initialisation races with a peer that is still working, and two details make that race
+//! harmless (both found by the model tests):
+//!
+//! - The surviving side may have checked the epoch just before `init` ran and store its index
+//!   just after, into the fresh ring. Its index word carries the old epoch, so the new epoch reads
+//!   it as 0, the value `init` gave it, instead of as a wild index.
+//! - A consumer may copy a slot while `init` zeroes it. `pop` re-checks the epoch after an acquire
+//!   fence once the item is copied, so it never returns an item that was not written in the epoch
+//!   it is attached to. And an index reset by `init` is reported as `EpochChanged`, never as
+//!   `Corrupt`: a restart is not mistaken for an attack.
 //!
 //! # Model checking and tests
 //!
@@ -186,17 +206,21 @@
 //! RUSTFLAGS="--cfg loom" cargo test -p shared-ring --release --test loom
 //! ```
 //!
-//! They check that no wake-up is lost in either direction and that items arrive intact and in
-//! order, and — to show the model can fail — that removing the `SeqCst` fences deadlocks and that
-//! relaxed index stores deliver stale items. Host tests: `cargo test -p shared-ring` (unit tests
-//! with byte fixtures, property tests with a hostile peer, a two-thread stress test).
+//! They check that no wake-up is lost in either direction, that items arrive intact and in
+//! order, and that a concurrent re-initialisation is seen as a restart; and — to show the model
+//! can fail — that removing the `SeqCst` fences deadlocks and that relaxed index stores deliver
+//! stale items. The search is bounded to 4 preemptions (`LOOM_MAX_PREEMPTIONS` overrides; the
+//! suite takes seconds). Host tests: `cargo test -p shared-ring` (unit tests with byte fixtures,
+//! property tests with a hostile peer, a two-thread stress test moving a million buffers).
 //!
 //! # `unsafe`
 //!
-//! Three constructors take raw memory: [`Ring::from_raw`] and [`Region::from_raw`] (each an
-//! `unsafe fn` with a `# Safety` section), plus the slice creation inside `Region::slice` /
-//! `slice_mut` after the bounds check; and `Region` is declared `Send`/`Sync`. Each block has a
-//! `// SAFETY:` comment. Everything else is safe code over atomics.
+//! Raw shared memory enters through exactly two `unsafe fn` constructors, each with a
+//! `# Safety` section: [`Ring::from_raw`] and [`Region::from_raw`]. Inside the crate, `unsafe`
+//! appears only in those (turning the checked pointer into references to atomics), in
+//! `Region::slice` / `slice_mut` (making the slice after the bounds check), and in `Region`'s
+//! `Send`/`Sync` impls; each has a `// SAFETY:` comment. Everything else is safe code over
+//! atomics.
 
 #![no_std]
 #![warn(clippy::undocumented_unsafe_blocks)]

@@ -43,9 +43,12 @@ impl<'a> Region<'a> {
     /// # Safety
     ///
     /// For all of `'a`, the `len` bytes at `base` must stay mapped readable and writable, and
-    /// within this process they must be accessed only through this `Region` (no second `Region`
-    /// over any of them, no `Ring` or reference overlapping them). Other processes and devices
-    /// may write them; see the type docs for what that means for readers.
+    /// within this process no other access may overlap, in bytes and in time, with a slice this
+    /// `Region` hands out: no `Ring` or reference over the same bytes, and normally no second
+    /// `Region` (a host test standing in for two processes may make one per "process" when the
+    /// buffer hand-over through the rings keeps their slices of a buffer from being alive at the
+    /// same time). Other processes and devices may write the bytes; see the type docs for what
+    /// that means for readers.
     pub unsafe fn from_raw(base: *mut u8, len: usize, buf_size: u32) -> Result<Self, RingError> {
         let base = NonNull::new(base).ok_or(RingError::NullPointer)?;
         if buf_size == 0 {

@@ -61,7 +61,7 @@ impl<'a, T: Item, const N: usize> Ring<'a, T, N> {
     const VALID: () = {
         assert!(N != 0 && N.is_power_of_two(), "ring capacity N must be a non-zero power of two");
         assert!(N <= 1 << 31, "ring capacity N must be at most 2^31 (indices are wrapping u32)");
-        assert!(size_of::<T>() != 0 && size_of::<T>() % 4 == 0, "ring items must be a non-zero multiple of 4 bytes");
+        assert!(size_of::<T>() != 0 && size_of::<T>().is_multiple_of(4), "ring items must be a non-zero multiple of 4 bytes");
         assert!(size_of::<T>() <= u32::MAX as usize, "ring items must be smaller than 4 GiB");
     };
 

@@ -3,7 +3,7 @@
 //! Normally these are `core::sync::atomic`; under `--cfg loom` they are loom's, so the model checker
 //! explores exactly the code the product runs (see the crate docs for the command).
 //!
-//! Under loom a [`ModelFault`] can also be injected into a [`Producer`](crate::Producer) or
+//! Under loom a `ModelFault` can also be injected into a [`Producer`](crate::Producer) or
 //! [`Consumer`](crate::Consumer) to weaken the protocol on purpose; the model tests use it to show
 //! that the model catches the resulting bugs (a test that cannot fail is a defect).
 
