@@ -1,6 +1,6 @@
 //! Zero-copy shared-memory rings: the whole ring protocol, in one crate both sides depend on.
 //!
-//! Two processes (or a process and a device driver process) map the same memory. In it live
+//! Two processes (say, a driver and the net server) map the same memory. In it live
 //! **rings** of small fixed-size items — usually [`Desc`] descriptors — and a **data region** of
 //! buffers the descriptors point into *by offset, never by pointer*. Every ring has exactly one
 //! producer and one consumer, each in its own address space, and **each treats the other as

@@ -174,11 +174,6 @@ impl<'a, T: Item, const N: usize> Ring<'a, T, N> {
         self.header.setup.epoch.load(Ordering::Acquire)
     }
 
-    /// The shared header (for diagnostics; the role types do all protocol accesses).
-    pub fn header(&self) -> &'a RingHeader {
-        self.header
-    }
-
     /// The words of slot `index mod N`.
     fn slot(&self, index: u32) -> &'a [AtomicU32] {
         let start = (index & (Self::CAP - 1)) as usize * Self::WORDS;
@@ -292,8 +287,8 @@ pub enum Wait {
 /// The producing side of a ring: it writes slots and owns `tail`.
 ///
 /// It keeps private shadows of its own index (`tail`, plus what it has published) and of the last
-/// `head` it validated; the capacity is the compile-time `N`. The shared `tail` is only ever
-/// written, never read back, and the peer's `head` is accepted only inside the window
+/// `head` it validated; the capacity is the compile-time `N`. After attaching it only writes the
+/// shared `tail`, never reads it back, and accepts the peer's `head` only inside the window
 /// `last head ..= published tail`.
 pub struct Producer<'a, T, const N: usize> {
     ring: Ring<'a, T, N>,
