@@ -38,13 +38,20 @@ pub const START_INFO_SIZE: u64 = 4 * PAGE_SIZE;
 pub const IPC_BUFFER_BASE: u64 = 0x1001_0000;
 /// Stacks: each thread gets `STACK_SLOT` of address space, the lowest page left unmapped as a guard.
 pub const STACK_BASE: u64 = 0x2000_0000;
-pub const STACK_SLOT: u64 = 0x0100_0000;
+pub const STACK_SLOT: u64 = 0x0010_0000;
+/// Most threads a component may have, the main thread included (stacks end below [`WINDOW_VADDR`]).
+pub const MAX_THREADS: usize = 64;
+/// One page the runtime reserves for looking into frames it does not keep mapped.
+pub const WINDOW_VADDR: u64 = 0x3FF0_0000;
 /// The heap.
 pub const HEAP_BASE: u64 = 0x4000_0000;
 /// Regions, device memory and anything else the root task maps without a fixed address.
 pub const MAP_BASE: u64 = 0x1_0000_0000;
 /// User address space ends here (lower half of the canonical range).
 pub const USER_TOP: u64 = 0x7FFF_FFFF_F000;
+
+/// Largest badge seL4 5.0 stores (28 bits).
+pub const MAX_BADGE: u64 = (1 << 28) - 1;
 
 /// The validated system description.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -225,6 +232,8 @@ pub struct ThreadEntry {
     pub stack_top: u64,
     pub priority: u8,
     pub core: u8,
+    /// A notification only this thread waits on (blocking locks and wake-ups).
+    pub wake: u64,
 }
 
 /// The typed start-up configuration every component receives (address in `rdi` at entry).
@@ -236,6 +245,8 @@ pub struct StartInfo {
     pub cnode_size_bits: u8,
     pub vspace: u64,
     pub tcb: u64,
+    /// The main thread's own notification (see [`ThreadEntry::wake`]).
+    pub wake: u64,
     /// Empty slots in the component's own CNode, `[first, end)` (for SaveCaller and the like).
     pub free_slots: (u64, u64),
     pub caps: Vec<CapEntry>,
@@ -247,6 +258,9 @@ pub struct StartInfo {
     pub heap_size: u64,
     pub tsc_mhz: u64,
     pub num_nodes: u64,
+    /// Fault endpoint (badged for this component) that the root task listens on; the runtime uses
+    /// it only to report a clean exit.
+    pub exit: u64,
 }
 
 impl StartInfo {
@@ -264,4 +278,38 @@ impl StartInfo {
 /// Round `x` up to a multiple of [`PAGE_SIZE`].
 pub const fn page_round_up(x: u64) -> u64 {
     (x + PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
+}
+
+/// The start-up page: a 24-byte header (body length u32, pad, heap base u64, heap size u64) then
+/// the postcard body. The header lets the runtime set up its heap before decoding.
+pub const START_HEADER: usize = 24;
+
+impl StartInfo {
+    /// Encodes the page the root task maps at [`START_INFO_VADDR`].
+    pub fn to_page(&self) -> Result<Vec<u8>, &'static str> {
+        let body = postcard::to_allocvec(self).map_err(|_| "cannot encode start-up configuration")?;
+        if START_HEADER + body.len() > START_INFO_SIZE as usize {
+            return Err("start-up configuration does not fit its page");
+        }
+        let mut page = Vec::with_capacity(START_HEADER + body.len());
+        page.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        page.extend_from_slice(&[0; 4]);
+        page.extend_from_slice(&self.heap_base.to_le_bytes());
+        page.extend_from_slice(&self.heap_size.to_le_bytes());
+        page.extend_from_slice(&body);
+        Ok(page)
+    }
+
+    /// Reads the header: (heap base, heap size).
+    pub fn page_heap(page: &[u8]) -> Option<(u64, u64)> {
+        let word = |o: usize| Some(u64::from_le_bytes(page.get(o..o + 8)?.try_into().ok()?));
+        Some((word(8)?, word(16)?))
+    }
+
+    /// Decodes the page (needs a heap).
+    pub fn from_page(page: &[u8]) -> Result<StartInfo, &'static str> {
+        let len = u32::from_le_bytes(page.get(0..4).ok_or("short page")?.try_into().map_err(|_| "short page")?);
+        let body = page.get(START_HEADER..START_HEADER + len as usize).ok_or("start-up body out of bounds")?;
+        postcard::from_bytes(body).map_err(|_| "malformed start-up configuration")
+    }
 }

@@ -163,6 +163,9 @@ pub fn parse(text: &str, max_cores: u8) -> Result<System, Vec<DescError>> {
         if c.priority == 255 {
             err(format!("component `{}`: priority 255 is the root task's; use 0..=254", c.name));
         }
+        if c.threads.len() + 1 > MAX_THREADS {
+            err(format!("component `{}`: {} threads, at most {} fit", c.name, c.threads.len() + 1, MAX_THREADS));
+        }
         let mut thread_names = BTreeSet::new();
         for t in &c.threads {
             if !thread_names.insert(t.name.clone()) {
@@ -225,6 +228,9 @@ pub fn parse(text: &str, max_cores: u8) -> Result<System, Vec<DescError>> {
             for h in ch.holders {
                 if !known(&h.component) {
                     err(format!("{kind} `{}`: unknown component `{}`", ch.name, h.component));
+                }
+                if h.badge > MAX_BADGE {
+                    err(format!("{kind} `{}`: badge {} does not fit in the kernel's 28 bits", ch.name, h.badge));
                 }
                 if h.badge != 0 && !badges.insert(h.badge) {
                     err(format!("{kind} `{}`: badge {} is given twice", ch.name, h.badge));

@@ -1,0 +1,50 @@
+//! The client side of the IPC self-test. One binary serves both clients: `ping` (badge 7)
+//! fills the shared region, rings, echoes and parks; `ping2` (badge 8) releases the parked call.
+#![no_std]
+#![no_main]
+#![deny(unsafe_code)]
+
+use sel4::{Cap, Endpoint, MessageInfo, Notification};
+use sel4_rt::println;
+use sel4_rt::shared::SharedRegion;
+use sel4_rt::StartInfo;
+
+sel4_rt::component_main!(main);
+
+fn main(info: &'static StartInfo) {
+    let ep: Cap<Endpoint> = sel4_rt::cap("pp").expect("endpoint `pp` granted");
+    if info.name == "ping2" {
+        let (_, [value, ..]) = ep.call(MessageInfo::new(3, 0, 0, 0), [0; 4]);
+        if value == 43 {
+            println!("TEST PASS: released (deferred reply {value})");
+        } else {
+            println!("TEST FAIL: release got {value}");
+        }
+        return;
+    }
+    let bell: Cap<Notification> = sel4_rt::cap("bell").expect("notification `bell` granted");
+    let shared = SharedRegion::named("shared").expect("region `shared` mapped");
+    for i in 0..shared.len() / 8 {
+        if let Ok(w) = shared.atomic_u64_mut(i * 8) {
+            w.store(0x5eed_0000 + i as u64, core::sync::atomic::Ordering::Release);
+        }
+    }
+    bell.signal();
+
+    let mut ok = true;
+    for i in 0..1000u64 {
+        let (reply, mr) = ep.call(MessageInfo::new(1, 0, 0, 1), [i, 0, 0, 0]);
+        ok &= reply.label() == 0 && mr[0] == i + 1 && mr[1] == 7;
+    }
+    if ok {
+        println!("TEST PASS: badged-call (1000 round trips, server saw badge 7)");
+    } else {
+        println!("TEST FAIL: echo replies wrong");
+    }
+    let (_, [value, ..]) = ep.call(MessageInfo::new(2, 0, 0, 0), [0; 4]);
+    if value == 42 {
+        println!("TEST PASS: parked (deferred reply {value})");
+    } else {
+        println!("TEST FAIL: park got {value}");
+    }
+}

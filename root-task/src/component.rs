@@ -1,0 +1,336 @@
+//! Creating a component: its CSpace, VSpace, threads, memory, and its start-up configuration.
+//!
+//! Every component's CNode has 4096 slots, resolved with a 52-bit guard so that capability
+//! pointers are plain slot numbers at depth 64 (as in the root task). Fixed slots:
+//!
+//! | slots | what |
+//! |---|---|
+//! | 1, 2, 3 | main thread's TCB, the CNode itself, the VSpace root |
+//! | 16 + i | thread i's fault endpoint (badged: component and thread) |
+//! | 80 + i | thread i's own wake-up notification |
+//! | 144 + i | thread i's TCB (i = 0 is the main thread) |
+//! | 256 … | capabilities the system description grants, in order; then free |
+
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use elf::abi::{PF_W, PT_LOAD};
+use elf::endian::LittleEndian;
+use elf::ElfBytes;
+use sel4::{init, CNode, Cap, CapData, CapRights, Error, ObjectType, PrioProps, Tcb, UserContext, VmAttributes, X64Pml4, X86Page};
+use sel4_rt::window::FrameWindow;
+use sysdesc::{CapEntry, CapKind, RegionEntry, StartInfo, ThreadEntry, PAGE_SIZE};
+
+use crate::objects::{Memory, Object};
+use crate::vspace::VSpace;
+
+pub const CNODE_BITS: u64 = 12;
+const CNODE_GUARD: u64 = 64 - CNODE_BITS;
+const SLOT_TCB: u64 = 1;
+const SLOT_CNODE: u64 = 2;
+const SLOT_VSPACE: u64 = 3;
+const SLOT_FAULT: u64 = 16;
+const SLOT_WAKE: u64 = 80;
+const SLOT_THREAD_TCB: u64 = 144;
+const SLOT_GRANTS: u64 = 256;
+
+/// What went wrong while building a component, with enough context to fix the description.
+#[derive(Debug)]
+pub struct BuildError(pub String);
+
+impl From<Error> for BuildError {
+    fn from(e: Error) -> Self {
+        BuildError(format!("kernel refused: {e}"))
+    }
+}
+
+pub type Result<T> = core::result::Result<T, BuildError>;
+
+/// A live component as the root task tracks it.
+pub struct Component {
+    pub name: String,
+    pub cnode: Cap<CNode>,
+    pub vspace: VSpace,
+    /// Thread 0 is the main thread.
+    pub tcbs: Vec<Cap<Tcb>>,
+    pub thread_names: Vec<String>,
+    pub entry: u64,
+    next_slot: u64,
+    next_map: u64,
+    pub info: StartInfo,
+    pub alive: bool,
+}
+
+/// Badge of thread `thread`'s fault endpoint: identifies component and thread.
+pub fn fault_badge(component: usize, thread: usize) -> u64 {
+    ((component as u64 + 1) << 6) | thread as u64
+}
+
+pub fn decode_fault_badge(badge: u64) -> Option<(usize, usize)> {
+    let component = (badge >> 6).checked_sub(1)?;
+    Some((component as usize, (badge & 0x3f) as usize))
+}
+
+impl Component {
+    /// Creates the component's objects and loads its ELF, leaving its threads suspended.
+    pub fn create(
+        desc: &sysdesc::Component,
+        index: usize,
+        elf: &[u8],
+        mem: &mut Memory,
+        window: &mut FrameWindow,
+        fault_ep: u64,
+        num_nodes: u64,
+        tsc_mhz: u64,
+    ) -> Result<Component> {
+        let cnode_obj = mem.alloc_cnode(CNODE_BITS)?;
+        let cnode: Cap<CNode> = cnode_obj.cap();
+        let pml4 = mem.alloc_fixed(ObjectType::X64Pml4)?;
+        init::ASID_POOL.assign(pml4.cap::<X64Pml4>().upcast())?;
+        let mut c = Component {
+            name: desc.name.clone(),
+            cnode,
+            vspace: VSpace::new(pml4.cap()),
+            tcbs: Vec::new(),
+            thread_names: Vec::new(),
+            entry: 0,
+            next_slot: SLOT_GRANTS,
+            next_map: sysdesc::MAP_BASE,
+            info: StartInfo {
+                name: desc.name.clone(),
+                id: index as u16,
+                cnode: SLOT_CNODE,
+                cnode_size_bits: CNODE_BITS as u8,
+                vspace: SLOT_VSPACE,
+                tcb: SLOT_TCB,
+                wake: SLOT_WAKE,
+                free_slots: (0, 0),
+                caps: Vec::new(),
+                regions: Vec::new(),
+                threads: Vec::new(),
+                ipc_buffer: sysdesc::IPC_BUFFER_BASE,
+                heap_base: sysdesc::HEAP_BASE,
+                heap_size: desc.heap_size,
+                tsc_mhz,
+                num_nodes,
+                exit: SLOT_FAULT,
+            },
+            alive: false,
+        };
+        // The CNode and VSpace, reachable from inside at depth 64.
+        cnode.mint(SLOT_CNODE, CNODE_BITS as u8, init::CNODE, cnode_obj.slot, 64, CapRights::ALL, CapData::guard(0, CNODE_GUARD))?;
+        cnode.copy(SLOT_VSPACE, CNODE_BITS as u8, init::CNODE, pml4.slot, 64, CapRights::ALL)?;
+
+        c.entry = c.load_elf(elf, mem, window)?;
+
+        // Threads: the main one, then the description's extra threads.
+        let mut threads: Vec<(String, u8, u8, u64)> = Vec::new();
+        threads.push(("main".to_string(), desc.priority, desc.core, desc.stack_size));
+        for t in &desc.threads {
+            threads.push((t.name.clone(), t.priority, t.core, t.stack_size));
+        }
+        for (i, (name, prio, core, stack)) in threads.iter().enumerate() {
+            let i64_ = i as u64;
+            // Fault endpoint, badged with (component, thread).
+            let badge = CapData::badge(fault_badge(index, i)).ok_or(BuildError("too many components".into()))?;
+            cnode.mint(SLOT_FAULT + i64_, CNODE_BITS as u8, init::CNODE, fault_ep, 64, CapRights::ALL, badge)?;
+            // Own notification.
+            let wake = mem.alloc_fixed(ObjectType::Notification)?;
+            cnode.copy(SLOT_WAKE + i64_, CNODE_BITS as u8, init::CNODE, wake.slot, 64, CapRights::ALL)?;
+            // Stack below its slot's top, guard page under it.
+            let top = sysdesc::STACK_BASE + (i64_ + 1) * sysdesc::STACK_SLOT;
+            c.map_fresh(mem, top - stack, *stack, true)?;
+            // IPC buffer.
+            let ipc_vaddr = sysdesc::IPC_BUFFER_BASE + i64_ * PAGE_SIZE;
+            let ipc = c.map_fresh(mem, ipc_vaddr, PAGE_SIZE, true)?;
+            let tcb_obj = mem.alloc_fixed(ObjectType::Tcb)?;
+            let tcb: Cap<Tcb> = tcb_obj.cap();
+            tcb.configure(
+                SLOT_FAULT + i64_,
+                PrioProps::new(*prio, *prio),
+                cnode,
+                CapData::guard(0, CNODE_GUARD),
+                c.vspace.root.cast(),
+                CapData::NONE,
+                ipc_vaddr,
+                ipc[0].cap::<X86Page>().upcast(),
+            )?;
+            if *core as u64 >= num_nodes.max(1) {
+                sel4_rt::println!("{}: thread `{name}` wants core {core}, only {num_nodes} present; using core 0", desc.name);
+            } else if sel4::SMP {
+                tcb.set_core(*core as u64)?;
+            }
+            sel4::syscall::debug_name_thread(tcb.cptr(), &format!("{}:{name}", desc.name));
+            cnode.copy(SLOT_THREAD_TCB + i64_, CNODE_BITS as u8, init::CNODE, tcb_obj.slot, 64, CapRights::ALL)?;
+            if i == 0 {
+                cnode.copy(SLOT_TCB, CNODE_BITS as u8, init::CNODE, tcb_obj.slot, 64, CapRights::ALL)?;
+            } else {
+                c.info.threads.push(ThreadEntry {
+                    name: name.clone(),
+                    tcb: SLOT_THREAD_TCB + i64_,
+                    ipc_buffer: ipc_vaddr,
+                    stack_top: top,
+                    priority: *prio,
+                    core: *core,
+                    wake: SLOT_WAKE + i64_,
+                });
+            }
+            c.tcbs.push(tcb);
+            c.thread_names.push(name.clone());
+        }
+        // Heap.
+        if desc.heap_size > 0 {
+            c.map_fresh(mem, sysdesc::HEAP_BASE, desc.heap_size, true)?;
+        }
+        Ok(c)
+    }
+
+    /// Maps fresh zeroed frames over `[vaddr, vaddr + size)`.
+    fn map_fresh(&mut self, mem: &mut Memory, vaddr: u64, size: u64, writable: bool) -> Result<Vec<Object>> {
+        let rights = if writable { CapRights::READ_WRITE } else { CapRights::READ };
+        let mut frames = Vec::new();
+        let mut v = vaddr;
+        while v < vaddr + size {
+            let f = mem.alloc_fixed(ObjectType::X86Page4K)?;
+            self.vspace.map(mem, f.cap(), v, rights, VmAttributes::DEFAULT)?;
+            frames.push(f);
+            v += PAGE_SIZE;
+        }
+        Ok(frames)
+    }
+
+    /// Loads every PT_LOAD segment; returns the entry point.
+    fn load_elf(&mut self, bytes: &[u8], mem: &mut Memory, window: &mut FrameWindow) -> Result<u64> {
+        let bad = |what: &str| BuildError(format!("ELF: {what}"));
+        let file = ElfBytes::<LittleEndian>::minimal_parse(bytes).map_err(|_| bad("not a 64-bit little-endian ELF"))?;
+        let segments = file.segments().ok_or_else(|| bad("no program headers"))?;
+        // Page -> (frame, writable); text and data may share a page.
+        let mut pages: BTreeMap<u64, (Object, bool)> = BTreeMap::new();
+        for ph in segments.iter().filter(|p| p.p_type == PT_LOAD && p.p_memsz > 0) {
+            let end = ph.p_vaddr.checked_add(ph.p_memsz).ok_or_else(|| bad("segment wraps"))?;
+            if ph.p_vaddr < sysdesc::IMAGE_BASE || end > sysdesc::IMAGE_LIMIT {
+                return Err(bad("segment outside the image range"));
+            }
+            if ph.p_filesz > ph.p_memsz {
+                return Err(bad("segment file size exceeds its memory size"));
+            }
+            let file_end = ph.p_offset.checked_add(ph.p_filesz).ok_or_else(|| bad("segment offset wraps"))?;
+            let data = bytes.get(ph.p_offset as usize..file_end as usize).ok_or_else(|| bad("segment data outside the file"))?;
+            let writable = ph.p_flags & PF_W != 0;
+            let mut page = ph.p_vaddr & !(PAGE_SIZE - 1);
+            while page < end {
+                let entry = match pages.get_mut(&page) {
+                    Some(e) => e,
+                    None => {
+                        let f = mem.alloc_fixed(ObjectType::X86Page4K)?;
+                        pages.entry(page).or_insert((f, false))
+                    }
+                };
+                entry.1 |= writable;
+                // Copy the part of the segment's file data that falls in this page.
+                let lo = page.max(ph.p_vaddr);
+                let hi = (page + PAGE_SIZE).min(ph.p_vaddr + ph.p_filesz);
+                if lo < hi {
+                    let src = &data[(lo - ph.p_vaddr) as usize..(hi - ph.p_vaddr) as usize];
+                    let at = (lo - page) as usize;
+                    window.with_frame(entry.0.cap(), |p| p[at..at + src.len()].copy_from_slice(src))?;
+                }
+                page += PAGE_SIZE;
+            }
+        }
+        if pages.is_empty() {
+            return Err(bad("nothing to load"));
+        }
+        for (vaddr, (frame, writable)) in pages {
+            let rights = if writable { CapRights::READ_WRITE } else { CapRights::READ };
+            self.vspace.map(mem, frame.cap(), vaddr, rights, VmAttributes::DEFAULT)?;
+        }
+        Ok(file.ehdr.e_entry)
+    }
+
+    fn take_slot(&mut self) -> Result<u64> {
+        if self.next_slot >= 1 << CNODE_BITS {
+            return Err(BuildError(format!("component `{}` has no CNode slots left", self.name)));
+        }
+        self.next_slot += 1;
+        Ok(self.next_slot - 1)
+    }
+
+    /// Gives the component a copy of the root task's capability at `root_slot`, badged when
+    /// `badge` is not zero.
+    pub fn grant(&mut self, name: &str, kind: CapKind, root_slot: u64, rights: CapRights, data: CapData, badge: u64) -> Result<u64> {
+        let slot = self.take_slot()?;
+        self.cnode.mint(slot, CNODE_BITS as u8, init::CNODE, root_slot, 64, rights, data)?;
+        self.info.caps.push(CapEntry { name: name.to_string(), kind, slot, badge });
+        Ok(slot)
+    }
+
+    /// Maps `frames` (root-task slots; each mapped once, so copies are made) at `vaddr` or at
+    /// the next free place, and records the region.
+    pub fn map_region(
+        &mut self,
+        mem: &mut Memory,
+        name: &str,
+        frames: &[Object],
+        vaddr: Option<u64>,
+        writable: bool,
+        attr: VmAttributes,
+        paddr: Option<u64>,
+    ) -> Result<u64> {
+        let size = frames.len() as u64 * PAGE_SIZE;
+        let base = match vaddr {
+            Some(v) => v,
+            None => {
+                let v = self.next_map;
+                // Leave an unmapped page between regions so overruns fault.
+                self.next_map += size + PAGE_SIZE;
+                v
+            }
+        };
+        let rights = if writable { CapRights::READ_WRITE } else { CapRights::READ };
+        for (i, f) in frames.iter().enumerate() {
+            let copy = mem.slots.alloc()?;
+            init::CNODE.copy(copy, 64, init::CNODE, f.slot, 64, CapRights::ALL)?;
+            self.vspace.map(mem, Cap::from_cptr(copy), base + i as u64 * PAGE_SIZE, rights, attr)?;
+        }
+        self.info.regions.push(RegionEntry { name: name.to_string(), vaddr: base, size, writable, paddr });
+        Ok(base)
+    }
+
+    /// Writes the start-up configuration and starts the main thread.
+    pub fn start(&mut self, mem: &mut Memory, window: &mut FrameWindow) -> Result<()> {
+        self.info.free_slots = (self.next_slot, 1 << CNODE_BITS);
+        let page = self.info.to_page().map_err(|e| BuildError(format!("{}: {e}", self.name)))?;
+        let pages = sysdesc::START_INFO_SIZE / PAGE_SIZE;
+        for i in 0..pages {
+            let f = mem.alloc_fixed(ObjectType::X86Page4K)?;
+            let lo = (i * PAGE_SIZE) as usize;
+            if lo < page.len() {
+                let chunk = &page[lo..page.len().min(lo + PAGE_SIZE as usize)];
+                window.with_frame(f.cap(), |p| p[..chunk.len()].copy_from_slice(chunk))?;
+            }
+            self.vspace.map(mem, f.cap(), sysdesc::START_INFO_VADDR + i * PAGE_SIZE, CapRights::READ, VmAttributes::DEFAULT)?;
+        }
+        let ctx = UserContext {
+            rip: self.entry,
+            rsp: sysdesc::STACK_BASE + sysdesc::STACK_SLOT,
+            rflags: 0x202,
+            rdi: sysdesc::START_INFO_VADDR,
+            ..UserContext::default()
+        };
+        self.tcbs[0].write_registers(true, 0, UserContext::WORDS, &ctx)?;
+        self.alive = true;
+        Ok(())
+    }
+
+    /// Stops every thread of the component (it stays in memory for inspection).
+    pub fn stop(&mut self) {
+        for tcb in &self.tcbs {
+            let _ = tcb.suspend();
+        }
+        self.alive = false;
+    }
+}
+
