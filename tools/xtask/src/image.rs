@@ -160,7 +160,21 @@ pub fn build_components(
         if !path.is_file() {
             bail!("package `{package}` built no binary named `{bin}` (set `bin` in the component to one of its binaries)");
         }
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        // Pack without DWARF (the root task needs only the segments; symbols stay for fault
+        // reports). The unstripped binary stays where cargo put it, for addr2line and gdb.
+        let packed = target_dir(ws, variant).join("packed").join(bin);
+        std::fs::create_dir_all(packed.parent().context("packed path has no folder")?)?;
+        step::run_logged(
+            Command::new("objcopy")
+                .arg("--strip-debug")
+                .arg(&path)
+                .arg(&packed),
+            &target_dir(ws, variant)
+                .join("packed")
+                .join(format!("{bin}.objcopy.log")),
+        )?;
+        let bytes =
+            std::fs::read(&packed).with_context(|| format!("reading {}", packed.display()))?;
         elf::check(
             &format!("component binary `{bin}` ({})", path.display()),
             &bytes,
