@@ -203,10 +203,11 @@
 //! `--cfg loom`, so the model checker runs this very code. Run the model tests with
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom" cargo test -p shared-ring --release --test loom
+//! CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom" cargo test -p shared-ring --release --test loom
 //! ```
 //!
-//! They check that no wake-up is lost in either direction, that items arrive intact and in
+//! (The separate target directory keeps the `--cfg loom` build from replacing the normal
+//! release artifacts other builds in the workspace use.) They check that no wake-up is lost in either direction, that items arrive intact and in
 //! order, and that a concurrent re-initialisation is seen as a restart; and — to show the model
 //! can fail — that removing the `SeqCst` fences deadlocks and that relaxed index stores deliver
 //! stale items. The search is bounded to 4 preemptions (`LOOM_MAX_PREEMPTIONS` overrides; the

@@ -3,7 +3,7 @@
 //! Run with (from the workspace root):
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom" cargo test -p shared-ring --release --test loom
+//! CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom" cargo test -p shared-ring --release --test loom
 //! ```
 //!
 //! The ring code is the product's: under `--cfg loom` its atomics and fences are loom's. An seL4
