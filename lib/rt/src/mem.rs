@@ -71,3 +71,10 @@ unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 /// `core` is built with unwinding tables; with panic=abort nothing calls this.
 #[no_mangle]
 extern "C" fn rust_eh_personality() {}
+
+/// The precompiled `alloc` references the unwinder's resume entry in its cleanup paths; with
+/// panic=abort no unwinding ever starts, so it is never reached.
+#[no_mangle]
+extern "C" fn _Unwind_Resume() -> ! {
+    crate::fault_now()
+}

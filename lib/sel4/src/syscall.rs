@@ -1,9 +1,10 @@
 //! The raw seL4 5.0 x86_64 system calls (`CONFIG_SYSCALL`).
 //!
 //! Register use: syscall number in `rdx`; capability (in) / badge (out) in `rdi`; message info
-//! in `rsi`; message registers 0–3 in `r10`, `r8`, `r9`, `r15`. The kernel returns with `rsp`
-//! taken from the thread's saved `rbx`, so `rbx` must hold `rsp` across the instruction. Rust
-//! cannot name `rbx` as an operand: it is stashed in another register around the call.
+//! in `rsi`; message registers 0–3 in `r10`, `r8`, `r9`, `r15`. The kernel's fast return
+//! (`sysret`) does not restore `rsp`, but it does restore `rbx`: so `rsp` is parked in `rbx`
+//! across the instruction and moved back afterwards (as libsel4 does). Rust cannot name `rbx` as
+//! an operand: its own value is stashed in another register around the call.
 
 use core::arch::asm;
 
@@ -52,13 +53,14 @@ pub fn raw(number: i64, regs: Regs) -> Regs {
     let [mut m0, mut m1, mut m2, mut m3] = regs.mr;
     // SAFETY: the `syscall` instruction enters the seL4 kernel, which only reads and writes the
     // registers declared here (plus rcx/r11, declared clobbered) and user memory the thread's
-    // capabilities grant (the IPC buffer); rbx is saved in `stash` and restored, and rsp is
-    // handed over in rbx as the kernel expects, so the stack is unchanged on return.
+    // capabilities grant (the IPC buffer); rsp travels in rbx (which the kernel restores) and
+    // is put back, and rbx itself is saved in `stash`, so both are unchanged on return.
     unsafe {
         asm!(
             "mov {stash}, rbx",
             "mov rbx, rsp",
             "syscall",
+            "mov rsp, rbx",
             "mov rbx, {stash}",
             stash = out(reg) _,
             inout("rdx") number => _,
