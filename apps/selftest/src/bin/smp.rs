@@ -14,7 +14,7 @@ sel4_rt::component_main!(main);
 
 static TOKEN: AtomicU64 = AtomicU64::new(0);
 static WORKER_APIC: AtomicU64 = AtomicU64::new(u64::MAX);
-const ROUNDS: u64 = 20_000;
+const ROUNDS: u64 = 2_000;
 
 fn apic_id() -> u64 {
     let r = core::arch::x86_64::__cpuid(1);
@@ -25,6 +25,7 @@ fn main(info: &'static StartInfo) {
     println!("main thread on APIC {} ({} cores)", apic_id(), info.num_nodes);
     sel4_rt::thread::spawn("worker", || {
         WORKER_APIC.store(apic_id(), SeqCst);
+        println!("worker thread on APIC {}", apic_id());
         for i in 0..ROUNDS {
             while TOKEN.load(SeqCst) != 2 * i + 1 {
                 core::hint::spin_loop();
