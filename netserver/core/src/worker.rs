@@ -437,7 +437,14 @@ impl<R: RawLock, Rx: FrameRx, Tx: FrameTx> Worker<R, Rx, Tx> {
             Cmd::Close { flow, abort } => {
                 let Some(f) = self.flows.get_mut(&flow) else { return };
                 if f.udp {
-                    self.remove_flow(flow);
+                    // Datagrams queued before the close still go out (they were accepted): move
+                    // them into smoltcp now; the flow goes once smoltcp has sent them.
+                    f.close = true;
+                    f.state = FState::Aborting(now);
+                    self.pump_udp(flow, now);
+                    if let Some(f) = self.flows.get_mut(&flow) {
+                        f.sock = None;
+                    }
                     return;
                 }
                 let s = self.sockets.get_mut::<tcp::Socket>(f.handle);
@@ -624,7 +631,7 @@ impl<R: RawLock, Rx: FrameRx, Tx: FrameTx> Worker<R, Rx, Tx> {
     fn pump_all(&mut self, now: Instant) {
         let ids: Vec<u64> = self.flows.keys().copied().collect();
         for id in ids {
-            let remove = if self.flows.get(&id).is_some_and(|f| f.udp) { self.pump_udp(id) } else { self.pump_tcp(id, now) };
+            let remove = if self.flows.get(&id).is_some_and(|f| f.udp) { self.pump_udp(id, now) } else { self.pump_tcp(id, now) };
             if remove {
                 self.reap.push(id);
             }
@@ -634,10 +641,15 @@ impl<R: RawLock, Rx: FrameRx, Tx: FrameTx> Worker<R, Rx, Tx> {
         }
     }
 
-    fn pump_udp(&mut self, id: u64) -> bool {
+    fn pump_udp(&mut self, id: u64, now: Instant) -> bool {
         let Some(f) = self.flows.get_mut(&id) else { return false };
-        let Some(sock) = f.sock.clone() else { return true };
         let s = self.sockets.get_mut::<udp::Socket>(f.handle);
+        let Some(sock) = f.sock.clone() else {
+            return match f.state {
+                FState::Aborting(since) => s.send_queue() == 0 || now - since > ABORT_LINGER,
+                _ => true,
+            };
+        };
         let stats = &self.shared.stats;
         let mut bits = 0;
         {
