@@ -773,12 +773,27 @@ impl<R: RawLock, Rx: FrameRx, Tx: FrameTx> Worker<R, Rx, Tx> {
             FState::Open => {}
         }
 
+        // How the connection ended, if it did: recorded in the receive buffer in the same
+        // critical section that marks end-of-stream, so a reader never sees a plain EOF first.
+        let gone = (st == tcp::State::Closed).then(|| {
+            if f.rst_seen {
+                Some(Errno::ECONNRESET)
+            } else if f.fin_sent {
+                None
+            } else {
+                Some(Errno::ETIMEDOUT)
+            }
+        });
+
         // Data.
         let mut drained = true;
         if let Some(sock) = f.sock.clone() {
             let mut bits = 0;
             {
                 let mut rx = sock.rx.lock();
+                if let Some(Some(e)) = gone {
+                    rx.error.get_or_insert(e);
+                }
                 if rx.shut {
                     while s.recv(|b| (b.len(), ())).is_ok_and(|()| s.recv_queue() > 0) {}
                 } else {
@@ -832,13 +847,7 @@ impl<R: RawLock, Rx: FrameRx, Tx: FrameTx> Worker<R, Rx, Tx> {
         match st {
             tcp::State::Closed => {
                 if let Some(sock) = f.sock.take() {
-                    let e = if f.rst_seen {
-                        Some(Errno::ECONNRESET)
-                    } else if f.fin_sent {
-                        None
-                    } else {
-                        Some(Errno::ETIMEDOUT)
-                    };
+                    let e = gone.flatten();
                     if f.rst_seen {
                         self.shared.stats.inc(self.index, Counter::tcp_resets);
                     }
