@@ -110,7 +110,7 @@ pub struct MutexGuard<'a, L: Level, T, R: RawLock> {
     #[cfg(loom)]
     inner: loom::sync::MutexGuard<'a, T>,
     _held: lockdep::Held,
-    _level: PhantomData<fn() -> L>,
+    _level: PhantomData<fn() -> (L, R)>,
 }
 
 impl<L: Level, T, R: RawLock> Mutex<L, T, R> {
@@ -151,8 +151,8 @@ impl<L: Level, T, R: RawLock> Mutex<L, T, R> {
         #[cfg(loom)]
         let inner = match self.inner.try_lock() {
             Ok(g) => g,
-            Err(loom::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(loom::sync::TryLockError::WouldBlock) => return None,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
         };
         Some(MutexGuard {
             inner,
