@@ -79,6 +79,8 @@ mod client;
 #[cfg(feature = "std")]
 pub mod host;
 mod net;
+#[cfg(feature = "sel4")]
+pub mod sel4;
 mod transport;
 
 pub use client::{Client, PollFd};

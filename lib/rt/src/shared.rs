@@ -66,10 +66,24 @@ impl SharedRegion {
     /// Copies `out.len()` bytes starting at `offset` out of the region.
     pub fn read(&self, offset: usize, out: &mut [u8]) -> Result<(), AccessError> {
         let at = self.check(offset, out.len())?;
-        for (i, b) in out.iter_mut().enumerate() {
+        let mut i = 0;
+        // Bytes up to an 8-byte boundary, then whole words, then the tail.
+        while i < out.len() && (at + i as u64) % 8 != 0 {
             // SAFETY: `check` proved [at, at + len) lies inside the mapping the root task made
-            // for this component; volatile reads tolerate concurrent writers of plain bytes.
-            *b = unsafe { core::ptr::read_volatile((at + i as u64) as *const u8) };
+            // for this component; volatile reads tolerate concurrent writers.
+            out[i] = unsafe { core::ptr::read_volatile((at + i as u64) as *const u8) };
+            i += 1;
+        }
+        while i + 8 <= out.len() {
+            // SAFETY: as above; the address is 8-aligned here.
+            let w = unsafe { core::ptr::read_volatile((at + i as u64) as *const u64) };
+            out[i..i + 8].copy_from_slice(&w.to_le_bytes());
+            i += 8;
+        }
+        while i < out.len() {
+            // SAFETY: as above.
+            out[i] = unsafe { core::ptr::read_volatile((at + i as u64) as *const u8) };
+            i += 1;
         }
         Ok(())
     }
@@ -80,9 +94,23 @@ impl SharedRegion {
             return Err(AccessError::ReadOnly);
         }
         let at = self.check(offset, data.len())?;
-        for (i, &b) in data.iter().enumerate() {
+        let mut i = 0;
+        while i < data.len() && (at + i as u64) % 8 != 0 {
             // SAFETY: inside the mapping (checked) and the mapping is writable (checked).
-            unsafe { core::ptr::write_volatile((at + i as u64) as *mut u8, b) };
+            unsafe { core::ptr::write_volatile((at + i as u64) as *mut u8, data[i]) };
+            i += 1;
+        }
+        while i + 8 <= data.len() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&data[i..i + 8]);
+            // SAFETY: as above; the address is 8-aligned here.
+            unsafe { core::ptr::write_volatile((at + i as u64) as *mut u64, u64::from_le_bytes(w)) };
+            i += 8;
+        }
+        while i < data.len() {
+            // SAFETY: as above.
+            unsafe { core::ptr::write_volatile((at + i as u64) as *mut u8, data[i]) };
+            i += 1;
         }
         Ok(())
     }

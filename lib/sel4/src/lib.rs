@@ -627,3 +627,61 @@ impl Cap<Tcb> {
         }
     }
 }
+
+/// Byte messages over IPC: the convention every byte-oriented protocol of this workspace uses
+/// (the socket protocol among them). A message of `n` bytes (at most [`MAX_BYTES`]) travels in
+/// the message registers, packed little-endian, and its label is `n`; so a full 960-byte message
+/// uses all 120 registers and no length word is needed.
+pub mod bytes {
+    use crate::{ipc_buffer, Cap, Endpoint, MessageInfo};
+
+    /// Largest byte message: all message registers.
+    pub const MAX_BYTES: usize = ipc_buffer::MSG_MAX_LENGTH * 8;
+
+    /// Why a byte message was refused.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum BytesError {
+        /// More than [`MAX_BYTES`] to send.
+        TooLong,
+        /// The received label claims more bytes than the message carries or the buffer holds.
+        Malformed,
+    }
+
+    fn load(msg: &[u8]) -> Result<(MessageInfo, [u64; 4]), BytesError> {
+        if msg.len() > MAX_BYTES {
+            return Err(BytesError::TooLong);
+        }
+        let words = ipc_buffer::write_bytes(0, msg, false);
+        let info = MessageInfo::new(msg.len() as u64, 0, 0, words as u64);
+        Ok((info, [ipc_buffer::mr(0), ipc_buffer::mr(1), ipc_buffer::mr(2), ipc_buffer::mr(3)]))
+    }
+
+    /// Copies a received byte message (`info`, first four registers `mr`) into `out`.
+    pub fn unload(info: MessageInfo, mr: [u64; 4], out: &mut [u8]) -> Result<usize, BytesError> {
+        let len = info.label() as usize;
+        if len > out.len() || len.div_ceil(8) > info.length() as usize {
+            return Err(BytesError::Malformed);
+        }
+        for (i, &w) in mr.iter().enumerate() {
+            ipc_buffer::set_mr(i, w);
+        }
+        ipc_buffer::read_bytes(0, &mut out[..len]);
+        Ok(len)
+    }
+
+    impl Cap<Endpoint> {
+        /// Sends `request` and waits for the byte reply, copied into `response`.
+        pub fn call_bytes(&self, request: &[u8], response: &mut [u8]) -> Result<usize, BytesError> {
+            let (info, mr) = load(request)?;
+            let (reply, mr) = self.call(info, mr);
+            unload(reply, mr, response)
+        }
+
+        /// Replies `reply` to the current caller and waits for the next message.
+        /// Returns (badge, info, first four registers); decode with [`unload`].
+        pub fn reply_recv_bytes(&self, reply: &[u8]) -> Result<(u64, MessageInfo, [u64; 4]), BytesError> {
+            let (info, mr) = load(reply)?;
+            Ok(self.reply_recv(info, mr))
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The seL4 transport: how an application component reaches the net server.
+//!
+//! The system description gives the application three things, by name:
+//! * `net` — a badged endpoint to the net server (the badge is the client's identity; the
+//!   server can only ever act on sockets of the client it names);
+//! * `net-wake` — a notification the server signals when a socket the client waits on changes;
+//! * `net-data` — the client's data area, a region shared with the server.
+//!
+//! A control round trip is one `seL4_Call` carrying the encoded request as a byte message
+//! ([`sel4::bytes`]: label = byte count, bytes in the message registers).
+
+use core::time::Duration;
+
+use net_api::{DataRegion, Errno};
+use sel4::{Cap, Endpoint, Notification};
+use sel4_rt::shared::SharedRegion;
+
+use crate::{Transport, Wake};
+
+/// The capability and region names an application is granted (see the module docs).
+pub const ENDPOINT: &str = "net";
+pub const WAKE: &str = "net-wake";
+pub const DATA: &str = "net-data";
+
+/// The data area as the net-api copy code sees it.
+pub struct DataArea(SharedRegion);
+
+impl DataRegion for DataArea {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn read(&self, offset: usize, out: &mut [u8]) -> Result<(), Errno> {
+        self.0.read(offset, out).map_err(|_| Errno::EFAULT)
+    }
+    fn write(&self, offset: usize, data: &[u8]) -> Result<(), Errno> {
+        self.0.write(offset, data).map_err(|_| Errno::EFAULT)
+    }
+}
+
+/// One application's connection to the net server over seL4 IPC.
+pub struct Sel4Transport {
+    server: Cap<Endpoint>,
+    wake: Cap<Notification>,
+    area: DataArea,
+}
+
+impl Sel4Transport {
+    /// The transport the system description set up for this component; `None` when one of
+    /// the three grants is missing.
+    pub fn from_start_info() -> Option<Self> {
+        Some(Sel4Transport {
+            server: sel4_rt::cap(ENDPOINT)?,
+            wake: sel4_rt::cap(WAKE)?,
+            area: DataArea(SharedRegion::named(DATA)?),
+        })
+    }
+}
+
+impl Transport for Sel4Transport {
+    type Region = DataArea;
+
+    fn call(&self, request: &[u8], response: &mut [u8]) -> Result<usize, Errno> {
+        self.server.call_bytes(request, response).map_err(|_| Errno::ServerRestarted)
+    }
+
+    fn wait(&self, timeout: Option<Duration>) -> Wake {
+        match timeout {
+            None => {
+                self.wake.wait();
+                Wake::Signalled
+            }
+            Some(limit) => {
+                // seL4 5.0 has no timed wait: poll the (sticky) notification until the deadline,
+                // giving the core to threads of equal priority in between.
+                let deadline = self.now() + limit;
+                loop {
+                    if self.wake.poll() != 0 {
+                        return Wake::Signalled;
+                    }
+                    if self.now() >= deadline {
+                        return Wake::TimedOut;
+                    }
+                    sel4::syscall::yield_now();
+                }
+            }
+        }
+    }
+
+    fn now(&self) -> Duration {
+        let mhz = sel4_rt::tsc_mhz().max(1);
+        Duration::from_micros(sel4_rt::rdtsc() / mhz)
+    }
+
+    fn region(&self) -> &DataArea {
+        &self.area
+    }
+
+    fn relax(&self) {
+        sel4::syscall::yield_now();
+    }
+}
