@@ -284,27 +284,31 @@ impl SubShard {
     }
 }
 
-/// The allocator. Shared as `Arc<PortAllocator>`; every guard keeps it alive.
+type Shard<R> = CachePadded<Mutex<Ports, Vec<SubShard>, R>>;
+
+/// The allocator. Each lock (one per sub-shard, or one for all in the global baseline) is its own
+/// `Arc`, and a guard keeps only its own lock alive: two threads working in different sub-shards
+/// never touch a shared reference count (which would bounce one cache line between them).
 pub struct PortAllocator<R: RawLock> {
     cfg: PortConfig,
     stride: usize,
     per_lock: usize,
-    locks: Vec<CachePadded<Mutex<Ports, Vec<SubShard>, R>>>,
+    locks: Vec<Arc<Shard<R>>>,
 }
 
 impl<R: RawLock> PortAllocator<R> {
     /// A new allocator (`EINVAL` for an empty range or a bad shard count).
-    pub fn new(cfg: PortConfig) -> Result<Arc<Self>, Errno> {
+    pub fn new(cfg: PortConfig) -> Result<Self, Errno> {
         cfg.validate()?;
         let stride = usize::from(cfg.shards_per_class);
         let subs = PortClass::ALL.len() * stride;
         let mk = |i: usize| SubShard::new(&cfg, (i % stride) as u32);
         let (per_lock, locks) = if cfg.global_lock {
-            (subs, alloc::vec![CachePadded(Mutex::new((0..subs).map(mk).collect()))])
+            (subs, alloc::vec![Arc::new(CachePadded(Mutex::new((0..subs).map(mk).collect())))])
         } else {
-            (1, (0..subs).map(|i| CachePadded(Mutex::new(alloc::vec![mk(i)]))).collect())
+            (1, (0..subs).map(|i| Arc::new(CachePadded(Mutex::new(alloc::vec![mk(i)])))).collect())
         };
-        Ok(Arc::new(PortAllocator { cfg, stride, per_lock, locks }))
+        Ok(PortAllocator { cfg, stride, per_lock, locks })
     }
 
     /// The configuration.
@@ -312,33 +316,42 @@ impl<R: RawLock> PortAllocator<R> {
         &self.cfg
     }
 
-    fn with_sub<T>(&self, class: PortClass, residue: usize, f: impl FnOnce(&mut SubShard) -> T) -> Option<T> {
+    /// The lock and the index in it of `class`'s sub-shard `residue`.
+    fn locate(&self, class: PortClass, residue: usize) -> Option<(&Arc<Shard<R>>, usize)> {
         let idx = class.index() * self.stride + residue % self.stride;
-        let lock = self.locks.get(idx / self.per_lock)?;
-        let mut subs = lock.lock();
-        subs.get_mut(idx % self.per_lock).map(f)
+        Some((self.locks.get(idx / self.per_lock)?, idx % self.per_lock))
+    }
+
+    fn with_sub<T>(&self, class: PortClass, residue: usize, f: impl FnOnce(&mut SubShard) -> T) -> Option<T> {
+        let (lock, i) = self.locate(class, residue)?;
+        with(lock, i, f)
     }
 
     fn residue(&self, port: u16) -> usize {
         usize::from(port) % self.stride
     }
 
+    fn guard(&self, class: PortClass, port: u16, reuse: bool) -> Result<PortGuard<R>, Errno> {
+        let (lock, sub) = self.locate(class, self.residue(port)).ok_or(Errno::EINVAL)?;
+        Ok(PortGuard { shard: lock.clone(), sub, class, port, reuse, role: Role::Active })
+    }
+
     /// Binds `port` (0: an ephemeral port, starting at sub-shard `hint`).
-    pub fn bind(this: &Arc<Self>, class: PortClass, port: u16, reuse: bool, hint: usize) -> Result<PortGuard<R>, Errno> {
+    pub fn bind(&self, class: PortClass, port: u16, reuse: bool, hint: usize) -> Result<PortGuard<R>, Errno> {
         if port == 0 {
-            return Self::ephemeral(this, class, hint, reuse);
+            return self.ephemeral(class, hint, reuse);
         }
-        this.with_sub(class, this.residue(port), |s| s.bind(port, reuse)).ok_or(Errno::EINVAL)??;
-        Ok(PortGuard::new(this, class, port, reuse, Role::Active))
+        self.with_sub(class, self.residue(port), |s| s.bind(port, reuse)).ok_or(Errno::EINVAL)??;
+        self.guard(class, port, reuse)
     }
 
     /// An ephemeral port: the first free one after the cursor of sub-shard `hint`, then of the
     /// following sub-shards; `EADDRNOTAVAIL` when the whole range is taken.
-    pub fn ephemeral(this: &Arc<Self>, class: PortClass, hint: usize, reuse: bool) -> Result<PortGuard<R>, Errno> {
-        for k in 0..this.stride {
-            let residue = (hint + k) % this.stride;
-            if let Some(Some(port)) = this.with_sub(class, residue, |s| s.take_ephemeral(residue as u32, reuse)) {
-                return Ok(PortGuard::new(this, class, port, reuse, Role::Active));
+    pub fn ephemeral(&self, class: PortClass, hint: usize, reuse: bool) -> Result<PortGuard<R>, Errno> {
+        for k in 0..self.stride {
+            let residue = (hint + k) % self.stride;
+            if let Some(Some(port)) = self.with_sub(class, residue, |s| s.take_ephemeral(residue as u32, reuse)) {
+                return self.guard(class, port, reuse);
             }
         }
         Err(Errno::EADDRNOTAVAIL)
@@ -358,15 +371,17 @@ impl<R: RawLock> PortAllocator<R> {
     pub fn total_in_use(&self) -> usize {
         PortClass::ALL.iter().map(|&c| self.in_use(c)).sum()
     }
+}
 
-    fn release(&self, class: PortClass, port: u16, role: Role, reuse: bool, to_time_wait: bool) {
-        self.with_sub(class, self.residue(port), |s| s.release(port, role, reuse, to_time_wait));
-    }
+fn with<R: RawLock, T>(lock: &Shard<R>, i: usize, f: impl FnOnce(&mut SubShard) -> T) -> Option<T> {
+    let mut subs = lock.lock();
+    subs.get_mut(i).map(f)
 }
 
 /// One counted reference to a port. Frees it (drops the reference) exactly once, on drop.
 pub struct PortGuard<R: RawLock> {
-    alloc: Arc<PortAllocator<R>>,
+    shard: Arc<Shard<R>>,
+    sub: usize,
     class: PortClass,
     port: u16,
     reuse: bool,
@@ -374,10 +389,6 @@ pub struct PortGuard<R: RawLock> {
 }
 
 impl<R: RawLock> PortGuard<R> {
-    fn new(alloc: &Arc<PortAllocator<R>>, class: PortClass, port: u16, reuse: bool, role: Role) -> Self {
-        PortGuard { alloc: alloc.clone(), class, port, reuse, role }
-    }
-
     /// The port number.
     pub fn port(&self) -> u16 {
         self.port
@@ -393,11 +404,16 @@ impl<R: RawLock> PortGuard<R> {
         self.role
     }
 
+    fn with<T>(&self, f: impl FnOnce(&mut SubShard) -> T) -> Option<T> {
+        with(&self.shard, self.sub, f)
+    }
+
     /// Another active reference to the same port (an accepted connection sharing its listener's
     /// port). It inherits this reference's SO_REUSEADDR setting.
     pub fn share(&self) -> PortGuard<R> {
-        self.alloc.with_sub(self.class, self.alloc.residue(self.port), |s| s.share(self.port, self.reuse));
-        PortGuard::new(&self.alloc, self.class, self.port, self.reuse, Role::Active)
+        let (port, reuse) = (self.port, self.reuse);
+        self.with(|s| s.share(port, reuse));
+        PortGuard { shard: self.shard.clone(), sub: self.sub, class: self.class, port, reuse, role: Role::Active }
     }
 
     /// Marks this reference as the port's listener (`EADDRINUSE` if another socket listens).
@@ -407,7 +423,7 @@ impl<R: RawLock> PortGuard<R> {
             Role::TimeWait => Err(Errno::EINVAL),
             Role::Active => {
                 let port = self.port;
-                self.alloc.with_sub(self.class, self.alloc.residue(port), |s| s.listen(port)).ok_or(Errno::EINVAL)??;
+                self.with(|s| s.listen(port)).ok_or(Errno::EINVAL)??;
                 self.role = Role::Listening;
                 Ok(())
             }
@@ -418,7 +434,7 @@ impl<R: RawLock> PortGuard<R> {
     pub fn into_time_wait(mut self) -> PortGuard<R> {
         if self.role != Role::TimeWait {
             let (port, role, reuse) = (self.port, self.role, self.reuse);
-            self.alloc.with_sub(self.class, self.alloc.residue(port), |s| s.release(port, role, reuse, true));
+            self.with(|s| s.release(port, role, reuse, true));
             self.role = Role::TimeWait;
         }
         self
@@ -427,7 +443,8 @@ impl<R: RawLock> PortGuard<R> {
 
 impl<R: RawLock> Drop for PortGuard<R> {
     fn drop(&mut self) {
-        self.alloc.release(self.class, self.port, self.role, self.reuse, false);
+        let (port, role, reuse) = (self.port, self.role, self.reuse);
+        self.with(|s| s.release(port, role, reuse, false));
     }
 }
 
@@ -441,6 +458,7 @@ impl<R: RawLock> core::fmt::Debug for PortGuard<R> {
 mod tests {
     use super::*;
     type A = PortAllocator<parking_lot::RawMutex>;
+    type Arc<T> = T;
 
     fn small(lo: u16, hi: u16, shards: u16) -> Arc<A> {
         A::new(PortConfig { ephemeral_lo: lo, ephemeral_hi: hi, shards_per_class: shards, global_lock: false }).unwrap()
@@ -460,7 +478,7 @@ mod tests {
                 let a = A::new(PortConfig { ephemeral_lo: 1000, ephemeral_hi: 1099, shards_per_class: shards, global_lock: global }).unwrap();
                 let mut got = Vec::new();
                 for i in 0..100 {
-                    let g = A::ephemeral(&a, PortClass::TCP4, i, false).unwrap();
+                    let g = a.ephemeral(PortClass::TCP4, i, false).unwrap();
                     assert!((1000..=1099).contains(&g.port()));
                     got.push(g);
                 }
@@ -468,13 +486,13 @@ mod tests {
                 ports.sort();
                 ports.dedup();
                 assert_eq!(ports.len(), 100);
-                assert_eq!(A::ephemeral(&a, PortClass::TCP4, 0, false).unwrap_err(), Errno::EADDRNOTAVAIL);
+                assert_eq!(a.ephemeral(PortClass::TCP4, 0, false).unwrap_err(), Errno::EADDRNOTAVAIL);
                 // Other classes are independent.
-                assert!(A::ephemeral(&a, PortClass::UDP4, 0, false).is_ok());
+                assert!(a.ephemeral(PortClass::UDP4, 0, false).is_ok());
                 assert_eq!(a.in_use(PortClass::TCP4), 100);
                 // Free one in the middle; the next allocation finds exactly it.
                 let freed = got.swap_remove(37).port();
-                assert_eq!(A::ephemeral(&a, PortClass::TCP4, 5, false).unwrap().port(), freed);
+                assert_eq!(a.ephemeral(PortClass::TCP4, 5, false).unwrap().port(), freed);
                 drop(got);
                 assert_eq!(a.total_in_use(), 0);
             }
@@ -484,9 +502,9 @@ mod tests {
     #[test]
     fn cursor_advances_before_checking() {
         let a = small(2000, 2009, 1);
-        let p1 = A::ephemeral(&a, PortClass::TCP4, 0, false).unwrap().port();
+        let p1 = a.ephemeral(PortClass::TCP4, 0, false).unwrap().port();
         // p1 was freed at once, but the next allocation moves on instead of reusing it.
-        let p2 = A::ephemeral(&a, PortClass::TCP4, 0, false).unwrap().port();
+        let p2 = a.ephemeral(PortClass::TCP4, 0, false).unwrap().port();
         assert_eq!((p1, p2), (2000, 2001));
     }
 
@@ -494,23 +512,23 @@ mod tests {
     fn bind_conflicts_and_reuseaddr() {
         let a = small(40000, 40100, 4);
         let c = PortClass::TCP6;
-        let g = A::bind(&a, c, 8080, false, 0).unwrap();
-        assert_eq!(A::bind(&a, c, 8080, false, 0).unwrap_err(), Errno::EADDRINUSE);
-        assert_eq!(A::bind(&a, c, 8080, true, 0).unwrap_err(), Errno::EADDRINUSE, "holder lacks SO_REUSEADDR");
-        assert!(A::bind(&a, PortClass::TCP4, 8080, false, 0).is_ok(), "v4 and v6 are separate");
+        let g = a.bind(c, 8080, false, 0).unwrap();
+        assert_eq!(a.bind(c, 8080, false, 0).unwrap_err(), Errno::EADDRINUSE);
+        assert_eq!(a.bind(c, 8080, true, 0).unwrap_err(), Errno::EADDRINUSE, "holder lacks SO_REUSEADDR");
+        assert!(a.bind(PortClass::TCP4, 8080, false, 0).is_ok(), "v4 and v6 are separate");
         // TIME-WAIT: only SO_REUSEADDR may take it over.
         let tw = g.into_time_wait();
-        assert_eq!(A::bind(&a, c, 8080, false, 0).unwrap_err(), Errno::EADDRINUSE);
-        let mut l = A::bind(&a, c, 8080, true, 0).unwrap();
+        assert_eq!(a.bind(c, 8080, false, 0).unwrap_err(), Errno::EADDRINUSE);
+        let mut l = a.bind(c, 8080, true, 0).unwrap();
         l.listen().unwrap();
         // A listener excludes every other binder, reuse or not.
-        assert_eq!(A::bind(&a, c, 8080, true, 0).unwrap_err(), Errno::EADDRINUSE);
+        assert_eq!(a.bind(c, 8080, true, 0).unwrap_err(), Errno::EADDRINUSE);
         drop(tw);
         // Accepted connections share the listener's port and keep it after the listener closes.
         let child = l.share();
         drop(l);
         assert!(!a.is_free(c, 8080));
-        let mut again = A::bind(&a, c, 8080, true, 0).expect("restart with SO_REUSEADDR while a child lives");
+        let mut again = a.bind(c, 8080, true, 0).expect("restart with SO_REUSEADDR while a child lives");
         again.listen().unwrap();
         drop(child);
         drop(again);
@@ -521,24 +539,24 @@ mod tests {
     #[test]
     fn ephemeral_skips_time_wait_ports() {
         let a = small(3000, 3001, 1);
-        let tw = A::ephemeral(&a, PortClass::UDP4, 0, false).unwrap().into_time_wait();
-        let other = A::ephemeral(&a, PortClass::UDP4, 0, false).unwrap();
+        let tw = a.ephemeral(PortClass::UDP4, 0, false).unwrap().into_time_wait();
+        let other = a.ephemeral(PortClass::UDP4, 0, false).unwrap();
         assert_ne!(tw.port(), other.port());
-        assert_eq!(A::ephemeral(&a, PortClass::UDP4, 0, false).unwrap_err(), Errno::EADDRNOTAVAIL);
+        assert_eq!(a.ephemeral(PortClass::UDP4, 0, false).unwrap_err(), Errno::EADDRNOTAVAIL);
         drop(tw);
-        assert!(A::ephemeral(&a, PortClass::UDP4, 0, false).is_ok());
+        assert!(a.ephemeral(PortClass::UDP4, 0, false).is_ok());
     }
 
     #[test]
     fn high_pressure_search_is_bounded_and_finds_the_last_free_port() {
         let a = small(49152, 65535, 8);
-        let mut all: Vec<_> = (0..16384).map(|i| A::ephemeral(&a, PortClass::TCP4, i, false).unwrap()).collect();
-        assert_eq!(A::ephemeral(&a, PortClass::TCP4, 3, false).unwrap_err(), Errno::EADDRNOTAVAIL);
+        let mut all: Vec<_> = (0..16384).map(|i| a.ephemeral(PortClass::TCP4, i, false).unwrap()).collect();
+        assert_eq!(a.ephemeral(PortClass::TCP4, 3, false).unwrap_err(), Errno::EADDRNOTAVAIL);
         let g = all.swap_remove(12345);
         let port = g.port();
         drop(g);
         // Found from any starting shard.
-        assert_eq!(A::ephemeral(&a, PortClass::TCP4, 6, false).unwrap().port(), port);
+        assert_eq!(a.ephemeral(PortClass::TCP4, 6, false).unwrap().port(), port);
     }
 
     #[test]
@@ -552,7 +570,7 @@ mod tests {
                     s.spawn(move || {
                         let mut mine = Vec::new();
                         for _ in 0..2000 {
-                            let g = A::ephemeral(a, PortClass::TCP4, t, false).unwrap();
+                            let g = a.ephemeral(PortClass::TCP4, t, false).unwrap();
                             assert!(seen.lock().unwrap().insert(g.port()), "port handed out twice");
                             mine.push(g);
                         }

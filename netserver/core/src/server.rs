@@ -159,7 +159,7 @@ pub(crate) struct Client<R: RawLock> {
 
 pub(crate) struct Shared<R: RawLock> {
     pub cfg: ServerConfig,
-    pub ports: crate::sync::Arc<PortAllocator<R>>,
+    pub ports: PortAllocator<R>,
     pub registry: Vec<CachePadded<Mutex<Registry, BTreeMap<ClientId, Arc<Client<R>>>, R>>>,
     pub binds: Vec<CachePadded<Mutex<Binds, BTreeMap<(Family, u16), Weak<Socket<R>>>, R>>>,
     pub workers: Vec<CachePadded<WorkerPort<R>>>,
@@ -510,7 +510,7 @@ impl<R: RawLock> Server<R> {
 
     fn bind_locked(&self, sock: &Arc<Socket<R>>, st: &mut crate::socket::SockState<R>, ep: IpEndpoint, hint: usize) -> Result<(), Errno> {
         let class = class_of(sock.ty, sock.family);
-        let guard = PortAllocator::bind(&self.inner.ports, class, ep.port, st.opts.reuse_addr, hint)?;
+        let guard = self.inner.ports.bind(class, ep.port, st.opts.reuse_addr, hint)?;
         self.inner.stats.inc(hint, Counter::ports_allocated);
         let local = IpEndpoint::new(ep.addr, guard.port());
         st.local = Some(local);
@@ -631,7 +631,7 @@ impl<R: RawLock> Server<R> {
         let port = match st.port.take() {
             Some(p) => p,
             None => {
-                let g = PortAllocator::ephemeral(&self.inner.ports, class_of(sock.ty, sock.family), Self::hint(c), st.opts.reuse_addr)?;
+                let g = self.inner.ports.ephemeral(class_of(sock.ty, sock.family), Self::hint(c), st.opts.reuse_addr)?;
                 self.inner.stats.inc(Self::hint(c), Counter::ports_allocated);
                 g
             }
@@ -655,7 +655,7 @@ impl<R: RawLock> Server<R> {
             .ok_or(Errno::ECONNREFUSED)?;
         let port = match st.port.take() {
             Some(p) => p,
-            None => PortAllocator::ephemeral(&self.inner.ports, class_of(sock.ty, sock.family), hint, st.opts.reuse_addr)?,
+            None => self.inner.ports.ephemeral(class_of(sock.ty, sock.family), hint, st.opts.reuse_addr)?,
         };
         let local = IpEndpoint::new(remote.addr, port.port());
         let mut child = self.inner.new_socket(self.inner.next_id(hint), SockType::Stream, sock.family);

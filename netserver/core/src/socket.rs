@@ -25,7 +25,7 @@ use smoltcp::wire::IpEndpoint;
 use crate::accept::AcceptQueue;
 use crate::lock::{Listen, Mutex, RawLock, Sock, SockBuf};
 use crate::port::{Family, PortGuard};
-use crate::stats::{Counter, Stats};
+use crate::stats::{Counter, Stats, Stripe};
 use crate::wake::WaitSlot;
 
 /// A byte ring for stream data. Storage is allocated on first use, so an idle socket costs only
@@ -334,13 +334,14 @@ pub struct Socket<R: RawLock> {
     pub listen: Mutex<Listen, Option<ListenState<R>>, R>,
     /// Readiness and waiter.
     pub wake: WaitSlot<R>,
-    stats: Arc<Stats>,
+    stats: Option<Arc<Stripe>>,
 }
 
 impl<R: RawLock> Socket<R> {
     /// A new socket in phase `Open` (or already connected, for accepted children).
     pub(crate) fn new(id: u64, ty: SockType, family: Family, rxcap: usize, txcap: usize, stats: &Arc<Stats>) -> Self {
-        stats.inc(id as usize, Counter::sockets_created);
+        // Ids carry their creator's stripe in the low 6 bits (see `Shared::next_id`).
+        stats.inc((id & 63) as usize, Counter::sockets_created);
         let s = Socket {
             id,
             ty,
@@ -366,7 +367,7 @@ impl<R: RawLock> Socket<R> {
             tx: Mutex::new(TxBuf { stream: ByteRing::new(txcap), dgrams: DgramQueue::new(txcap) }),
             listen: Mutex::new(None),
             wake: WaitSlot::new(),
-            stats: stats.clone(),
+            stats: stats.stripe((id & 63) as usize).cloned(),
         };
         if ty == SockType::Datagram {
             s.wake.mark(crate::wake::OUT);
@@ -377,7 +378,9 @@ impl<R: RawLock> Socket<R> {
 
 impl<R: RawLock> Drop for Socket<R> {
     fn drop(&mut self) {
-        self.stats.inc(self.id as usize, Counter::sockets_freed);
+        if let Some(s) = &self.stats {
+            s.add(Counter::sockets_freed, 1);
+        }
     }
 }
 

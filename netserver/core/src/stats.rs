@@ -5,6 +5,7 @@
 //! threads counting never share a cache line. A reader sums every stripe. As in the FreeBSD seed's
 //! "atomic statistics", no lock is ever taken to count.
 
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use crate::sync::{AtomicU64, CachePadded, Ordering};
@@ -70,26 +71,42 @@ counters! {
     worker_iterations,
 }
 
-/// Striped counters.
+/// One stripe: a cache-line-aligned block of every counter.
+pub struct Stripe(CachePadded<[AtomicU64; COUNT]>);
+
+impl Stripe {
+    /// Adds `n` to `c`.
+    #[inline]
+    pub fn add(&self, c: Counter, n: u64) {
+        if let Some(a) = self.0 .0.get(c as usize) {
+            a.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Striped counters. Each stripe is its own `Arc`, so an object that counts on drop (a socket)
+/// keeps only its stripe alive, and threads on different stripes share no reference count.
 pub struct Stats {
-    stripes: Vec<CachePadded<[AtomicU64; COUNT]>>,
+    stripes: Vec<Arc<Stripe>>,
 }
 
 impl Stats {
     /// `stripes` independent blocks (at least 1).
     pub fn new(stripes: usize) -> Stats {
         let n = stripes.max(1);
-        Stats { stripes: (0..n).map(|_| CachePadded(core::array::from_fn(|_| AtomicU64::new(0)))).collect() }
+        Stats { stripes: (0..n).map(|_| Arc::new(Stripe(CachePadded(core::array::from_fn(|_| AtomicU64::new(0)))))).collect() }
+    }
+
+    /// Stripe `hint % stripes`.
+    pub fn stripe(&self, hint: usize) -> Option<&Arc<Stripe>> {
+        self.stripes.get(hint % self.stripes.len().max(1))
     }
 
     /// Adds `n` to `c` in stripe `hint % stripes`.
     #[inline]
     pub fn add(&self, hint: usize, c: Counter, n: u64) {
-        let len = self.stripes.len().max(1);
-        if let Some(stripe) = self.stripes.get(hint % len) {
-            if let Some(a) = stripe.0.get(c as usize) {
-                a.fetch_add(n, Ordering::Relaxed);
-            }
+        if let Some(stripe) = self.stripe(hint) {
+            stripe.add(c, n);
         }
     }
 
@@ -103,7 +120,7 @@ impl Stats {
     pub fn snapshot(&self) -> Snapshot {
         let mut sum = [0u64; COUNT];
         for s in &self.stripes {
-            for (acc, a) in sum.iter_mut().zip(s.0.iter()) {
+            for (acc, a) in sum.iter_mut().zip(s.0 .0.iter()) {
                 *acc = acc.wrapping_add(a.load(Ordering::Relaxed));
             }
         }

@@ -45,16 +45,16 @@ impl LSignal {
 fn port_allocator_never_hands_out_a_port_twice_and_frees_exactly_once() {
     loom::model(|| {
         let cfg = PortConfig { ephemeral_lo: 1000, ephemeral_hi: 1001, shards_per_class: 2, global_lock: false };
-        let a = PortAllocator::<Raw>::new(cfg).unwrap();
+        let a = StdArc::new(PortAllocator::<Raw>::new(cfg).unwrap());
         let a2 = a.clone();
-        let t = thread::spawn(move || PortAllocator::ephemeral(&a2, PortClass::TCP4, 0, false).ok());
-        let mine = PortAllocator::ephemeral(&a, PortClass::TCP4, 0, false).ok();
+        let t = thread::spawn(move || a2.ephemeral(PortClass::TCP4, 0, false).ok());
+        let mine = a.ephemeral(PortClass::TCP4, 0, false).ok();
         let theirs = t.join().unwrap();
         // Two ports, two callers: both succeed and differ, whatever the interleaving.
         let (m, o) = (mine.expect("a port"), theirs.expect("a port"));
         assert_ne!(m.port(), o.port());
         // A third allocation finds nothing.
-        assert!(PortAllocator::ephemeral(&a, PortClass::TCP4, 1, false).is_err());
+        assert!(a.ephemeral(PortClass::TCP4, 1, false).is_err());
         // Share, time-wait and drop concurrently; everything comes back exactly once.
         let shared = m.share();
         let t = thread::spawn(move || drop(shared));
@@ -70,10 +70,10 @@ fn port_allocator_never_hands_out_a_port_twice_and_frees_exactly_once() {
 #[test]
 fn explicit_binds_race_cleanly() {
     loom::model(|| {
-        let a = PortAllocator::<Raw>::new(PortConfig { shards_per_class: 1, ..PortConfig::default() }).unwrap();
+        let a = StdArc::new(PortAllocator::<Raw>::new(PortConfig { shards_per_class: 1, ..PortConfig::default() }).unwrap());
         let a2 = a.clone();
-        let t = thread::spawn(move || PortAllocator::bind(&a2, PortClass::UDP6, 53, false, 0).ok());
-        let mine = PortAllocator::bind(&a, PortClass::UDP6, 53, false, 0).ok();
+        let t = thread::spawn(move || a2.bind(PortClass::UDP6, 53, false, 0).ok());
+        let mine = a.bind(PortClass::UDP6, 53, false, 0).ok();
         let theirs = t.join().unwrap();
         assert!(mine.is_some() != theirs.is_some(), "exactly one bind wins");
         drop((mine, theirs));
