@@ -98,9 +98,10 @@ impl<T: Transport, const Q: usize> VirtioNic<T, Q> {
         self.tx_in_flight < Q && self.net.can_send()
     }
 
-    /// Acknowledge the device's interrupt (reads and clears the ISR status).
-    pub fn ack_interrupt(&mut self) {
-        let _ = self.net.ack_interrupt();
+    /// Acknowledge the device's interrupt (reads and clears the ISR status, which deasserts a
+    /// level-triggered INTx). Returns whether the device had anything to report.
+    pub fn ack_interrupt(&mut self) -> bool {
+        !self.net.ack_interrupt().is_empty()
     }
 
     /// Give the device an empty buffer to receive into. On error the buffer comes back.

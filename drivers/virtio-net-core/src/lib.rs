@@ -25,6 +25,8 @@ use core::num::NonZeroU32;
 use netif::{DriverSide, Interest, NetifError, Notify, Region, RxBuffer, TxFrame, Wait};
 use virtio_drivers::transport::Transport;
 
+pub mod pci;
+
 /// A network device as the pump sees it: queues of validated netif buffers. Implementations
 /// read and write a buffer only inside the areas [`RxBuffer`] / [`TxFrame`] describe, through
 /// the region they are given.
@@ -45,8 +47,8 @@ pub trait NetDevice {
     fn tx_submit(&mut self, region: &mut Region<'_>, frame: TxFrame) -> Result<(), (TxFrame, Self::Error)>;
     /// The next sent frame.
     fn tx_poll(&mut self, region: &mut Region<'_>) -> Option<(TxFrame, Result<(), Self::Error>)>;
-    /// Acknowledge an interrupt at the device.
-    fn ack_interrupt(&mut self);
+    /// Acknowledge an interrupt at the device; whether the device had raised it.
+    fn ack_interrupt(&mut self) -> bool;
 }
 
 impl<T: Transport, const Q: usize> NetDevice for sel4_dma::VirtioNic<T, Q> {
@@ -70,7 +72,7 @@ impl<T: Transport, const Q: usize> NetDevice for sel4_dma::VirtioNic<T, Q> {
     fn tx_poll(&mut self, region: &mut Region<'_>) -> Option<(TxFrame, Result<(), Self::Error>)> {
         sel4_dma::VirtioNic::tx_poll(self, region)
     }
-    fn ack_interrupt(&mut self) {
+    fn ack_interrupt(&mut self) -> bool {
         sel4_dma::VirtioNic::ack_interrupt(self)
     }
 }
@@ -88,6 +90,10 @@ pub struct Stats {
     pub tx_errors: u64,
     /// Descriptors from the server that failed validation (dropped).
     pub bad_descriptors: u64,
+    /// Interrupts the device had raised.
+    pub interrupts: u64,
+    /// Interrupts with nothing raised at the device (a shared line, or a misconfigured pin).
+    pub spurious_interrupts: u64,
     /// Buffers that could not be returned because the server's ring was full (lost until the
     /// next epoch; only a server that lends more than a ring holds causes it).
     pub lost: u64,
@@ -125,8 +131,15 @@ impl<'a, D: NetDevice> Driver<'a, D> {
     }
 
     /// The device interrupted: acknowledge it at the device (before the IRQ handler is acked).
-    pub fn interrupt(&mut self) {
-        self.dev.ack_interrupt();
+    /// Counts it, and counts it as spurious when the device had raised nothing.
+    pub fn interrupt(&mut self) -> bool {
+        let raised = self.dev.ack_interrupt();
+        if raised {
+            self.stats.interrupts += 1;
+        } else {
+            self.stats.spurious_interrupts += 1;
+        }
+        raised
     }
 
     /// One pass: device completions to `rx_used` / `tx_done`, then `rx_free` / `tx_submit` to
