@@ -135,8 +135,8 @@ struct Ends<'a> {
 /// }
 /// ```
 ///
-/// Every method is safe to call in any state; when no driver is attached, `recv` says
-/// [`NetifError::Down`], `send` drops the frame, and `flush` is quiet.
+/// Every method is safe to call in any state; when no driver is attached, `recv` returns
+/// `None`, `send` drops the frame ([`NetifError::Down`]), and `flush` is quiet.
 pub struct ServerSide<'a> {
     rings: RingSet<'a>,
     region: Region<'a>,
@@ -214,24 +214,33 @@ impl<'a> ServerSide<'a> {
     /// take back sent buffers from `tx_done`, and top up `rx_free` to the receive target.
     /// Returns the link state. Follow it with [`flush`](Self::flush).
     pub fn service(&mut self) -> LinkState {
-        if self.ends.is_none() {
-            self.try_attach();
-        }
-        if self.ends.is_some() {
+        // Twice at most: a pass that finds the driver restarted detaches, and the second pass
+        // attaches to the new epoch.
+        for _ in 0..2 {
+            if self.ends.is_none() && !self.try_attach() {
+                break;
+            }
             self.drain_tx_done();
-        }
-        if self.ends.is_some() {
             self.refill_rx();
+            if self.ends.is_some() {
+                break;
+            }
         }
         self.state
     }
 
-    /// The next received frame, validated, or `None`. When the driver restarted it detaches,
-    /// takes every loan back and returns `None` (call [`service`](Self::service) to attach to the
-    /// new epoch); after a protocol violation it returns [`NetifError::Faulty`].
+    /// The next received frame, validated, or `None` — also when no driver is attached. When
+    /// the driver restarted it detaches, takes every loan back and returns `None` (call
+    /// [`service`](Self::service) to attach to the new epoch); after a protocol violation it
+    /// returns [`NetifError::Faulty`].
     pub fn recv(&mut self) -> Result<Option<RxFrame>, NetifError> {
         loop {
-            let Some(ends) = self.ends.as_mut() else { return Err(self.not_up()) };
+            let Some(ends) = self.ends.as_mut() else {
+                return match self.state {
+                    LinkState::Faulty { .. } => Err(NetifError::Faulty),
+                    _ => Ok(None),
+                };
+            };
             let desc = match ends.rx_used.pop() {
                 Ok(Some(d)) => d,
                 Ok(None) => return Ok(None),
