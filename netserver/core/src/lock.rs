@@ -281,6 +281,7 @@ mod lockdep {
 }
 
 #[cfg(all(test, not(loom)))]
+#[allow(clippy::assertions_on_constants)]
 mod tests {
     use super::*;
     type M<L, T> = Mutex<L, T, parking_lot::RawMutex>;

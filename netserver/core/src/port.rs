@@ -284,7 +284,9 @@ impl SubShard {
     }
 }
 
-type Shard<R> = CachePadded<Mutex<Ports, Vec<SubShard>, R>>;
+/// A lock over one or more sub-shards; each sub-shard padded to its own cache lines (the vector
+/// would otherwise put two hot cursors side by side).
+type Shard<R> = CachePadded<Mutex<Ports, Vec<CachePadded<SubShard>>, R>>;
 
 /// The allocator. Each lock (one per sub-shard, or one for all in the global baseline) is its own
 /// `Arc`, and a guard keeps only its own lock alive: two threads working in different sub-shards
@@ -302,7 +304,7 @@ impl<R: RawLock> PortAllocator<R> {
         cfg.validate()?;
         let stride = usize::from(cfg.shards_per_class);
         let subs = PortClass::ALL.len() * stride;
-        let mk = |i: usize| SubShard::new(&cfg, (i % stride) as u32);
+        let mk = |i: usize| CachePadded(SubShard::new(&cfg, (i % stride) as u32));
         let (per_lock, locks) = if cfg.global_lock {
             (subs, alloc::vec![Arc::new(CachePadded(Mutex::new((0..subs).map(mk).collect())))])
         } else {
@@ -375,7 +377,7 @@ impl<R: RawLock> PortAllocator<R> {
 
 fn with<R: RawLock, T>(lock: &Shard<R>, i: usize, f: impl FnOnce(&mut SubShard) -> T) -> Option<T> {
     let mut subs = lock.lock();
-    subs.get_mut(i).map(f)
+    subs.get_mut(i).map(|s| f(&mut s.0))
 }
 
 /// One counted reference to a port. Frees it (drops the reference) exactly once, on drop.

@@ -6,6 +6,8 @@
 //! these paths (unless [`ServerConfig::global_lock`] builds the baseline): a handle is resolved in
 //! the client's own table, the socket is locked on its own, ports come from a shard.
 
+#![allow(clippy::type_complexity)]
+
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
@@ -151,6 +153,8 @@ pub(crate) struct WorkerPort<R: RawLock> {
     pub claimed: crate::sync::AtomicBool,
 }
 
+/// Aligned so that two clients' hot fields (reference count, table lock) never share a line.
+#[repr(align(128))]
 pub(crate) struct Client<R: RawLock> {
     pub signal: Arc<dyn Signal>,
     pub area: Option<DataArea<Region>>,
@@ -396,7 +400,7 @@ impl<R: RawLock> Server<R> {
         use core::mem::size_of;
         Footprint {
             socket: size_of::<Socket<R>>(),
-            arc_header: 2 * size_of::<usize>(),
+            arc_header: core::mem::align_of::<Socket<R>>().max(2 * size_of::<usize>()),
             handle_slot: size_of::<(u32, Option<Arc<Socket<R>>>)>() + size_of::<u32>(),
             flow: crate::worker::flow_record_size::<R>(),
             smoltcp_socket: size_of::<smoltcp::iface::SocketStorage<'static>>(),

@@ -316,7 +316,9 @@ pub struct ListenState<R: RawLock> {
     pub port: Option<PortGuard<R>>,
 }
 
-/// A server socket.
+/// A server socket. Aligned to a cache line so that two sockets' locks and readiness words (used
+/// by different threads) never share one.
+#[repr(align(64))]
 pub struct Socket<R: RawLock> {
     /// Unique id (never reused).
     pub id: u64,

@@ -775,14 +775,12 @@ impl<R: RawLock, Rx: FrameRx, Tx: FrameTx> Worker<R, Rx, Tx> {
 
         // How the connection ended, if it did: recorded in the receive buffer in the same
         // critical section that marks end-of-stream, so a reader never sees a plain EOF first.
-        let gone = (st == tcp::State::Closed).then(|| {
-            if f.rst_seen {
-                Some(Errno::ECONNRESET)
-            } else if f.fin_sent {
-                None
-            } else {
-                Some(Errno::ETIMEDOUT)
-            }
+        let gone = (st == tcp::State::Closed).then_some(if f.rst_seen {
+            Some(Errno::ECONNRESET)
+        } else if f.fin_sent {
+            None
+        } else {
+            Some(Errno::ETIMEDOUT)
         });
 
         // Data.
@@ -891,5 +889,5 @@ fn to_core(d: SDuration) -> core::time::Duration {
 
 fn apply_opts(cfg: &crate::server::ServerConfig, s: &mut tcp::Socket<'static>, opts: &Options) {
     s.set_nagle_enabled(!opts.nodelay);
-    s.set_keep_alive(opts.keepalive.then(|| to_sduration(cfg.keepalive_interval)));
+    s.set_keep_alive(opts.keepalive.then_some(to_sduration(cfg.keepalive_interval)));
 }
