@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub time_wait: Duration,
     /// Connect and user timeout (no answer from the peer for this long aborts).
     pub connect_timeout: Duration,
+    /// How long a closed connection may wait in FIN-WAIT-2 for the peer's FIN.
+    pub fin_wait2_timeout: Duration,
     /// Keep-alive interval for sockets with SO_KEEPALIVE.
     pub keepalive_interval: Duration,
     /// Frames a worker takes in per loop iteration before it runs timers and egress again.
@@ -102,6 +104,7 @@ impl Default for ServerConfig {
             max_backlog: 1024,
             time_wait: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(75),
+            fin_wait2_timeout: Duration::from_secs(60),
             keepalive_interval: Duration::from_secs(75),
             ingress_budget: 32,
             max_sockets_per_client: 4096,

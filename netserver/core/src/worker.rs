@@ -78,6 +78,7 @@ struct Flow<R: RawLock> {
     fin_sent: bool,
     rst_seen: bool,
     tw_deadline: Option<Instant>,
+    orphan_deadline: Option<Instant>,
 }
 
 struct WListener<R: RawLock> {
@@ -328,7 +329,7 @@ impl<R: RawLock, Rx: FrameRx, Tx: FrameTx> Worker<R, Rx, Tx> {
         }
         let mut delay = self.iface.poll_delay(now, &self.sockets).map(to_core);
         for f in self.flows.values() {
-            let d = match (f.state, f.tw_deadline) {
+            let d = match (f.state, f.tw_deadline.or(f.orphan_deadline)) {
                 (FState::Aborting(_), _) => Some(core::time::Duration::from_millis(1)),
                 (_, Some(t)) => Some(to_core(if t > now { t - now } else { SDuration::ZERO })),
                 _ => None,
@@ -384,6 +385,7 @@ impl<R: RawLock, Rx: FrameRx, Tx: FrameTx> Worker<R, Rx, Tx> {
                         fin_sent: false,
                         rst_seen: false,
                         tw_deadline: None,
+                        orphan_deadline: None,
                     },
                 );
             }
@@ -431,6 +433,7 @@ impl<R: RawLock, Rx: FrameRx, Tx: FrameTx> Worker<R, Rx, Tx> {
                         fin_sent: false,
                         rst_seen: false,
                         tw_deadline: None,
+                        orphan_deadline: None,
                     },
                 );
             }
@@ -596,6 +599,7 @@ impl<R: RawLock, Rx: FrameRx, Tx: FrameTx> Worker<R, Rx, Tx> {
                 fin_sent: false,
                 rst_seen: false,
                 tw_deadline: None,
+                orphan_deadline: None,
             },
         );
         let fresh = self.new_listen_socket(endpoint, &opts);
@@ -865,6 +869,17 @@ impl<R: RawLock, Rx: FrameRx, Tx: FrameTx> Worker<R, Rx, Tx> {
                     }
                     Some(t) => now >= t,
                 }
+            }
+            tcp::State::FinWait2 if f.sock.is_none() => {
+                // An orphan (its owner closed it) whose peer never sends FIN: give up after the
+                // FIN-WAIT-2 timeout instead of holding the port forever.
+                let limit = now + to_sduration(self.shared.cfg.fin_wait2_timeout);
+                let deadline = *f.orphan_deadline.get_or_insert(limit);
+                if now >= deadline {
+                    s.abort();
+                    f.state = FState::Aborting(now);
+                }
+                false
             }
             _ => {
                 if let Some(sock) = &f.sock {

@@ -321,3 +321,21 @@ fn keepalive_and_options_round_trip() {
     assert_eq!(s.take_error().unwrap(), None);
     assert_eq!(s.peer_addr().unwrap(), addr4(1, 8700));
 }
+
+#[test]
+fn orphan_in_fin_wait_2_is_reaped() {
+    let mut a = config(0);
+    a.fin_wait2_timeout = Duration::from_millis(1500);
+    let n = net_with(Impairments::default(), a, config(1));
+    let ca = client(&n.a.server);
+    let cb = client(&n.b.server);
+    let l = TcpListener::bind(&cb, addr4(1, 8800)).unwrap();
+    let s = TcpStream::connect(&ca, addr4(1, 8800)).unwrap();
+    let (peer, _) = l.accept().unwrap();
+    drop(s); // FIN; the peer never closes, so this side waits in FIN-WAIT-2
+    let mut b = [0u8; 1];
+    assert_eq!(peer.read(&mut b).unwrap(), 0);
+    assert!(n.a.server.ports_in_use() == 1, "the orphan still holds its port");
+    assert!(eventually(Duration::from_secs(5), || n.a.server.ports_in_use() == 0 && n.a.server.live_flows() == 0));
+    drop(peer);
+}
