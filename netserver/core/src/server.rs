@@ -1190,6 +1190,21 @@ impl<R: RawLock> Server<R> {
     }
 }
 
+#[cfg(all(test, feature = "std", not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_socket_costs_at_most_2_kib_beyond_buffers() {
+        let fp = Server::<parking_lot::RawMutex>::footprint();
+        assert!(fp.total() <= 2048, "{fp:?}");
+        // Buffers are not allocated until used.
+        let stats = Arc::new(Stats::new(1));
+        let s = Socket::<parking_lot::RawMutex>::new(1, SockType::Stream, Family::V4, 65536, 65536, &stats);
+        assert_eq!(s.rx.lock().stream.len(), 0);
+    }
+}
+
 /// Adapter so the send paths can fill either ring.
 struct ByteSink<'a>(&'a mut crate::socket::ByteRing);
 

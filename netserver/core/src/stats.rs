@@ -65,8 +65,6 @@ counters! {
     requests,
     /// Malformed client requests.
     malformed_requests,
-    /// Wake-up signals sent to clients.
-    client_wakeups,
     /// Worker loop iterations.
     worker_iterations,
 }
