@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use libsock::net_api::{Domain, SockAddr, SockType};
 use netserver_core::host::{HostRaw, HostServer, StdClock};
+use netserver_core::lock::contended_acquisitions;
 use netserver_core::port::{PortAllocator, PortClass, PortConfig};
 use netserver_core::wake::{NoSignal, Signal};
 use netserver_core::ServerConfig;
@@ -127,6 +128,8 @@ struct Row {
     bench: &'static str,
     design: Design,
     ops_per_sec: [f64; 2],
+    /// Contended lock acquisitions per 1000 operations in the 2-thread runs.
+    contended_per_kop: f64,
 }
 
 impl Row {
@@ -163,29 +166,41 @@ fn measure() -> Vec<Row> {
     for design in [Design::Sharded, Design::PerClass, Design::Global] {
         let a = allocator(design);
         let mut best = [0f64; 2];
+        let mut contended = 0;
         for _ in 0..ROUNDS {
             for (i, threads) in [1usize, 2].into_iter().enumerate() {
                 let hints: Vec<usize> = (0..threads).collect();
+                let before = contended_acquisitions();
                 let r = throughput(threads, PORT_OPS, &hints, |&h| {
                     let g = a.ephemeral(PortClass::TCP4, h, false).expect("port");
                     black_box(&g);
                 });
+                if threads == 2 {
+                    contended += contended_acquisitions() - before;
+                }
                 best[i] = best[i].max(r);
             }
         }
-        rows.push(Row { bench: "ports_alloc_free", design, ops_per_sec: best });
+        let kops = (ROUNDS * 2 * PORT_OPS) as f64 / 1000.0;
+        rows.push(Row { bench: "ports_alloc_free", design, ops_per_sec: best, contended_per_kop: contended as f64 / kops });
 
         let s = server(design);
         let ctx: Vec<ChurnCtx> = (0..2).map(|t| churn_ctx(&s, t)).collect();
         let mut best = [0f64; 2];
+        let mut contended = 0;
         for _ in 0..ROUNDS {
             for (i, threads) in [1usize, 2].into_iter().enumerate() {
+                let before = contended_acquisitions();
                 let r = throughput(threads, CHURN_OPS, &ctx, churn_cycle);
+                if threads == 2 {
+                    contended += contended_acquisitions() - before;
+                }
                 best[i] = best[i].max(r);
             }
         }
         assert_eq!(s.ports_in_use(), 2, "churn leaked ports");
-        rows.push(Row { bench: "connect_accept_close_churn", design, ops_per_sec: best });
+        let kops = (ROUNDS * 2 * CHURN_OPS) as f64 / 1000.0;
+        rows.push(Row { bench: "connect_accept_close_churn", design, ops_per_sec: best, contended_per_kop: contended as f64 / kops });
     }
     rows
 }
@@ -202,20 +217,22 @@ fn report(rows: &[Row], ideal: f64) {
     println!("\nnetserver-core scaling (best of {ROUNDS} rounds; ops/s; ratio = 2 threads / 1 thread)");
     println!("machine calibration (a workload sharing nothing): {ideal:.2}x");
     println!(
-        "{:<28} {:<12} {:>14} {:>14} {:>7} {:>12}",
-        "bench", "design", "1 thread", "2 threads", "ratio", "normalized"
+        "{:<28} {:<12} {:>14} {:>14} {:>7} {:>12} {:>16}",
+        "bench", "design", "1 thread", "2 threads", "ratio", "normalized", "contended/kop"
     );
     for r in rows {
         println!(
-            "{:<28} {:<12} {:>14.0} {:>14.0} {:>6.2}x {:>11.2}x",
+            "{:<28} {:<12} {:>14.0} {:>14.0} {:>6.2}x {:>11.2}x {:>16.2}",
             r.bench,
             r.design.name(),
             r.ops_per_sec[0],
             r.ops_per_sec[1],
             r.ratio(),
-            r.ratio() / ideal * 2.0
+            r.ratio() / ideal * 2.0,
+            r.contended_per_kop
         );
     }
+    println!("(contended/kop: lock acquisitions that had to wait, per 1000 operations, 2-thread runs)");
     println!("(normalized = ratio scaled as if the calibration workload had scaled 2.00x)");
     println!(
         "per-socket memory beyond buffers: {} bytes (socket {} + Arc {} + handle slot {} + flow record {} + smoltcp socket {})",
@@ -242,13 +259,14 @@ fn report(rows: &[Row], ideal: f64) {
         .iter()
         .map(|r| {
             format!(
-                "    {{\"bench\": \"{}\", \"design\": \"{}\", \"ops_per_sec_1_thread\": {:.0}, \"ops_per_sec_2_threads\": {:.0}, \"ratio_2_over_1\": {:.3}, \"ratio_over_calibration\": {:.3}}}",
+                "    {{\"bench\": \"{}\", \"design\": \"{}\", \"ops_per_sec_1_thread\": {:.0}, \"ops_per_sec_2_threads\": {:.0}, \"ratio_2_over_1\": {:.3}, \"ratio_over_calibration\": {:.3}, \"contended_acquisitions_per_1000_ops_2_threads\": {:.3}}}",
                 r.bench,
                 r.design.name(),
                 r.ops_per_sec[0],
                 r.ops_per_sec[1],
                 r.ratio(),
-                r.ratio() / ideal * 2.0
+                r.ratio() / ideal * 2.0,
+                r.contended_per_kop
             )
         })
         .collect();

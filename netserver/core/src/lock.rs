@@ -134,7 +134,13 @@ impl<L: Level, T, R: RawLock> Mutex<L, T, R> {
     pub fn lock(&self) -> MutexGuard<'_, L, T, R> {
         lockdep::check(L::RANK, L::NAME);
         #[cfg(not(loom))]
-        let inner = self.inner.lock();
+        let inner = match self.inner.try_lock() {
+            Some(g) => g,
+            None => {
+                CONTENDED.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+                self.inner.lock()
+            }
+        };
         #[cfg(loom)]
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         MutexGuard {
@@ -193,6 +199,18 @@ impl<L: Level, T, R: RawLock> DerefMut for MutexGuard<'_, L, T, R> {
     fn deref_mut(&mut self) -> &mut T {
         &mut self.inner
     }
+}
+
+/// Acquisitions (process-wide, every leveled lock) that found their lock held and had to wait.
+/// Only contended acquisitions touch it, so it costs nothing on the uncontended path; the
+/// benchmarks use it as a machine-independent measure of lock sharing.
+#[cfg(not(loom))]
+static CONTENDED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// How many lock acquisitions so far had to wait for a holder (see `CONTENDED`).
+#[cfg(not(loom))]
+pub fn contended_acquisitions() -> u64 {
+    CONTENDED.load(core::sync::atomic::Ordering::Relaxed)
 }
 
 /// Whether the lockdep is compiled in (debug builds with `std`, not under loom).
