@@ -5,6 +5,9 @@
 //!   steers frames to the receiving side's workers with the server's own steering function and
 //!   can lose, duplicate and reorder frames (seeded, so runs are repeatable in what they inject).
 //! * [`Stack`]: a server with its workers running on threads, attached to one side of a link.
+//! * [`client`]: a real libsock client of a server, through libsock's host transport: each call
+//!   runs [`Server::handle`] on the calling thread, with the same encoding and data-area code as
+//!   on seL4.
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
@@ -356,4 +359,25 @@ impl Drop for Stack {
 pub fn tap(f: impl Fn(usize, &[u8]) + Send + Sync + 'static) -> Arc<Tap> {
     let b: Box<Tap> = Box::new(f);
     Arc::from(b)
+}
+
+/// Adapts libsock's host notification to the server's [`Signal`].
+struct LibsockSignal(Arc<libsock::host::Signal>);
+
+impl Signal for LibsockSignal {
+    fn signal(&self) {
+        self.0.signal();
+    }
+}
+
+/// A libsock client of `server`, registered as client `id` (re-registering an id replaces that
+/// client's session). Its data area is a heap region shared with the server.
+pub fn client(server: &HostServer, id: crate::ClientId) -> Result<libsock::Client<libsock::host::HostTransport>, Errno> {
+    let layout = server.config().layout;
+    let region = Arc::new(net_api::AtomicRegion::for_layout(&layout));
+    let sig = Arc::new(libsock::host::Signal::new());
+    server.register_client(id, Arc::new(LibsockSignal(sig.clone())), Some(region.clone()))?;
+    let s = server.clone();
+    let t = libsock::host::HostTransport::new(region, sig, move |req: &[u8], resp: &mut [u8]| Ok(s.handle(id, req, resp)));
+    libsock::Client::new(t)
 }

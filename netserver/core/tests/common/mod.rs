@@ -9,42 +9,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use libsock::host::{HostTransport, Signal as LSignal};
-use libsock::net_api::{AtomicRegion, DataAreaLayout, SockAddr};
+use libsock::host::HostTransport;
+use libsock::net_api::SockAddr;
 use netserver_core::host::{HostServer, Impairments, Link, Stack};
-use netserver_core::wake::Signal;
 use netserver_core::ServerConfig;
 
 pub type Client = libsock::Client<HostTransport>;
 
-/// Adapts libsock's host notification to the server's `Signal`.
-pub struct Notify(pub Arc<LSignal>);
-
-impl Signal for Notify {
-    fn signal(&self) {
-        self.0.signal();
-    }
-}
-
 static NEXT_CLIENT: AtomicU64 = AtomicU64::new(100);
 
-/// A libsock client of `server`, registered under a fresh id. Each call runs the dispatcher
-/// inline on the calling thread.
+/// A libsock client of `server`, registered under a fresh id (`host::client`).
 pub fn client(server: &HostServer) -> Arc<Client> {
     client_with_id(server).0
 }
 
 pub fn client_with_id(server: &HostServer) -> (Arc<Client>, u64) {
     let id = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
-    let layout: DataAreaLayout = server.config().layout;
-    let region = Arc::new(AtomicRegion::for_layout(&layout));
-    let sig = Arc::new(LSignal::new());
-    server
-        .register_client(id, Arc::new(Notify(sig.clone())), Some(region.clone()))
-        .expect("register");
-    let s = server.clone();
-    let t = HostTransport::new(region, sig, move |req: &[u8], resp: &mut [u8]| Ok(s.handle(id, req, resp)));
-    (Arc::new(libsock::Client::new(t).expect("hello")), id)
+    (Arc::new(netserver_core::host::client(server, id).expect("client")), id)
 }
 
 pub const V4: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)];
