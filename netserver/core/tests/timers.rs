@@ -213,3 +213,69 @@ fn keepalive_fires_on_time_while_another_socket_floods_the_worker() {
     eprintln!("keep-alives during the flood: bounded budget {bounded}, unbounded {unbounded}");
     assert!(unbounded <= 1, "control: {unbounded} keep-alives with an unbounded budget");
 }
+
+/// The same property on the real threaded system: one worker per server, connection B moving
+/// data as fast as it can, connection A idle with keep-alive on; A's keep-alives keep going out
+/// while B saturates the worker.
+#[test]
+fn keepalive_fires_while_a_bulk_transfer_saturates_the_same_worker() {
+    use common::*;
+    use libsock::{TcpListener, TcpStream};
+    use netserver_core::host::{tap, Impairments};
+    use std::sync::atomic::AtomicBool;
+    use std::time::Instant;
+
+    let mut a = config(0);
+    let mut b = config(1);
+    a.workers = 1;
+    b.workers = 1;
+    let n = net_with(Impairments::default(), a, b);
+    let ca = client(&n.a.server);
+    let cb = client(&n.b.server);
+    let l = TcpListener::bind(&cb, addr4(1, 9300)).unwrap();
+    let conn_a = TcpStream::connect(&ca, addr4(1, 9300)).unwrap();
+    let (_peer_a, _) = l.accept().unwrap();
+    let port_a = match conn_a.local_addr().unwrap() {
+        SockAddr::V4(x) => x.port,
+        _ => unreachable!(),
+    };
+    let counting = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(AtomicU64::new(0));
+    {
+        let (counting, seen) = (counting.clone(), seen.clone());
+        n.link.set_tap(Some(tap(move |from, frame| {
+            if from == 0 && counting.load(Ordering::Relaxed) && segments_from(&[frame.to_vec()], port_a) == 1 {
+                seen.fetch_add(1, Ordering::Relaxed);
+            }
+        })));
+    }
+    conn_a.set_keepalive(true).unwrap();
+    // Connection B: a bulk transfer from side 0 to side 1 on the same (only) worker.
+    let conn_b = TcpStream::connect(&ca, addr4(1, 9300)).unwrap();
+    let (peer_b, _) = l.accept().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        let mut total = 0usize;
+        loop {
+            match peer_b.read(&mut buf) {
+                Ok(0) | Err(_) => return total,
+                Ok(k) => total += k,
+            }
+        }
+    });
+    counting.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    let chunk = vec![0x5au8; 65536];
+    while start.elapsed() < Duration::from_millis(1500) {
+        conn_b.write_all(&chunk).unwrap();
+    }
+    counting.store(false, Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    drop(conn_b);
+    let moved = reader.join().unwrap();
+    let ka = seen.load(Ordering::Relaxed);
+    eprintln!("{ka} keep-alive segments on A while B moved {moved} bytes in {elapsed:?}");
+    assert!(moved > 1 << 20, "B did not saturate anything ({moved} bytes)");
+    // 50 ms interval over 1.5 s: about 30 if on time; demand a few, not punctuality.
+    assert!(ka >= 5, "only {ka} keep-alives during the transfer");
+}
