@@ -208,7 +208,11 @@ fn measure() -> Vec<Row> {
 fn out_dir() -> std::path::PathBuf {
     match std::env::var_os("BENCH_OUT_DIR") {
         Some(d) => d.into(),
-        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench"),
+        None => {
+            let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+            let workspace = manifest.parent().and_then(std::path::Path::parent).unwrap_or(manifest);
+            workspace.join("target").join("bench")
+        }
     }
 }
 
