@@ -60,11 +60,15 @@ pub struct UdpCounters {
     pub echoed: u64,
     /// Answers dropped (no room in the net server, or a send error).
     pub dropped: u64,
+    /// The error of the last dropped answer.
+    pub last_error: Option<Errno>,
 }
 
 /// UDP echo over one or more bound sockets.
 pub struct UdpEcho<T: Transport> {
     sockets: Vec<UdpSocket<T>>,
+    /// Each socket's bound address.
+    local: Vec<SockAddr>,
     buf: Box<[u8]>,
     budget: usize,
     again: bool,
@@ -75,7 +79,7 @@ pub struct UdpEcho<T: Transport> {
 impl<T: Transport> UdpEcho<T> {
     /// No socket yet (add them with [`UdpEcho::bind`]).
     pub fn new() -> UdpEcho<T> {
-        UdpEcho { sockets: Vec::new(), buf: vec![0u8; MAX_DATAGRAM].into_boxed_slice(), budget: 64, again: false, counters: UdpCounters::default() }
+        UdpEcho { sockets: Vec::new(), local: Vec::new(), buf: vec![0u8; MAX_DATAGRAM].into_boxed_slice(), budget: 64, again: false, counters: UdpCounters::default() }
     }
 
     /// Binds a non-blocking socket to `addr`; returns the bound address.
@@ -84,11 +88,13 @@ impl<T: Transport> UdpEcho<T> {
         s.set_nonblocking(true)?;
         let a = s.local_addr()?;
         self.sockets.push(s);
+        self.local.push(a);
         Ok(a)
     }
 
     fn serve(&mut self, i: usize) -> Result<bool, Errno> {
         let Some(s) = self.sockets.get(i) else { return Ok(false) };
+        let port = self.local.get(i).map(|a| a.port());
         for _ in 0..self.budget {
             let (n, from) = match s.recv_from(&mut self.buf) {
                 Ok(r) => r,
@@ -99,10 +105,21 @@ impl<T: Transport> UdpEcho<T> {
             };
             self.counters.received += 1;
             let data = self.buf.get(..n).unwrap_or(&[]);
-            match s.send_to(data, from) {
+            // Answer from the socket of the sender's family on the same port: a socket bound to
+            // the unspecified address of one family may be handed datagrams of the other.
+            let reply = self
+                .local
+                .iter()
+                .position(|a| a.domain() == from.domain() && Some(a.port()) == port)
+                .and_then(|j| self.sockets.get(j))
+                .unwrap_or(s);
+            match reply.send_to(data, from) {
                 Ok(_) => self.counters.echoed += 1,
                 Err(Errno::ServerRestarted) => return Err(Errno::ServerRestarted),
-                Err(_) => self.counters.dropped += 1,
+                Err(e) => {
+                    self.counters.dropped += 1;
+                    self.counters.last_error = Some(e);
+                }
             }
         }
         Ok(true)
