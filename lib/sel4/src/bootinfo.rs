@@ -113,11 +113,12 @@ impl<'a> BootInfo<'a> {
         self.region(UNTYPED).unwrap_or(SlotRegion { start: 0, end: 0 })
     }
 
-    /// The untyped capabilities, in slot order. Entries whose descriptor lies outside the page
-    /// are skipped.
+    /// The untyped capabilities, in slot order; at most as many as the page has room for.
     pub fn untypeds(&self) -> impl Iterator<Item = UntypedDesc> + '_ {
         let region = self.untyped();
-        (0..region.len()).filter_map(move |i| {
+        // Never more entries than the page can hold, whatever the header claims.
+        let fit = (self.bytes.len().saturating_sub(UNTYPED_LIST) / UNTYPED_DESC_SIZE) as u64;
+        (0..region.len().min(fit)).filter_map(move |i| {
             let off = UNTYPED_LIST + i as usize * UNTYPED_DESC_SIZE;
             let d = self.bytes.get(off..off + UNTYPED_DESC_SIZE)?;
             Some(UntypedDesc {
