@@ -102,18 +102,20 @@ pub fn place_bar<C: ConfigurationAccess>(
     len: u64,
 ) -> Result<Placed, PciSetupError> {
     let (_, command) = root.get_status_command(df);
-    root.set_command(df, command & !Command::MEMORY_SPACE);
     let info = root.bar_info(df, bar)?;
     let Some(BarInfo::Memory { address, size, .. }) = info else { return Err(PciSetupError::NotMemoryBar(bar)) };
     let two = info.as_ref().is_some_and(BarInfo::takes_two_entries);
     if size == 0 || size > len || paddr % size != 0 {
         return Err(PciSetupError::DoesNotFit { size, paddr, len });
     }
+    if !two && paddr > u64::from(u32::MAX) {
+        return Err(PciSetupError::Above4G);
+    }
+    root.set_command(df, command & !Command::MEMORY_SPACE);
     if two {
         root.set_bar_64(df, bar, paddr);
     } else {
-        let low = u32::try_from(paddr).map_err(|_| PciSetupError::Above4G)?;
-        root.set_bar_32(df, bar, low);
+        root.set_bar_32(df, bar, paddr as u32);
     }
     let enabled = (command | Command::MEMORY_SPACE | Command::BUS_MASTER) & !Command::INTERRUPT_DISABLE;
     root.set_command(df, enabled);
