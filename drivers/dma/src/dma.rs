@@ -109,7 +109,7 @@ impl DmaPool {
     pub fn free(&mut self, paddr: u64, vaddr: NonNull<u8>, count: usize) -> bool {
         let Some(len) = count.checked_mul(PAGE) else { return false };
         match self.window.phys_to_virt(paddr, len) {
-            Some(v) if v == vaddr.as_ptr() as usize && (v - self.window.vaddr) % PAGE == 0 => {
+            Some(v) if v == vaddr.as_ptr() as usize && (v - self.window.vaddr).is_multiple_of(PAGE) => {
                 self.pages.free((v - self.window.vaddr) / PAGE, count)
             }
             _ => false,

@@ -47,7 +47,7 @@ impl HostMem {
     }
 
     fn word(&self, offset: usize) -> &AtomicU32 {
-        assert!(offset % 4 == 0 && offset + 4 <= self.len, "poke/peek outside the memory");
+        assert!(offset.is_multiple_of(4) && offset + 4 <= self.len, "poke/peek outside the memory");
         // SAFETY: in bounds and 4-aligned (checked; the base is page aligned), valid for the
         // process's life; `AtomicU32` permits concurrent atomic access from other threads.
         unsafe { &*((self.base + offset) as *const AtomicU32) }

@@ -122,7 +122,7 @@ impl Mapping {
     }
 
     fn check(&self, needed: usize) -> Result<(), ViewError> {
-        if self.vaddr % 4096 != 0 {
+        if !self.vaddr.is_multiple_of(4096) {
             return Err(ViewError::Misaligned);
         }
         if self.len < needed {

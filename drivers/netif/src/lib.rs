@@ -151,10 +151,11 @@ pub const SERVER_BADGE_DRIVER: u64 = 1 << 0;
 
 const _: () = {
     assert!(NetRing::BYTES <= RING_STRIDE);
-    assert!(RX_FREE_OFFSET % 64 == 0 && RING_STRIDE % 64 == 0);
+    assert!(RX_FREE_OFFSET.is_multiple_of(64) && RING_STRIDE.is_multiple_of(64));
     assert!(INFO_OFFSET + info::INFO_BYTES <= RX_FREE_OFFSET);
-    assert!(RINGS_REGION_SIZE % 4096 == 0 && BUFFERS_REGION_SIZE % 4096 == 0);
-    assert!(DEFAULT_RX_TARGET as usize <= RING_CAP && DEFAULT_RX_TARGET as usize <= NUM_BUFFERS);
+    assert!(RINGS_REGION_SIZE.is_multiple_of(4096) && BUFFERS_REGION_SIZE.is_multiple_of(4096));
+    assert!(DEFAULT_RX_TARGET as usize <= RING_CAP);
+    assert!(DEFAULT_RX_TARGET as usize <= NUM_BUFFERS);
     assert!(HEADROOM + MIN_RX_ROOM <= BUF_SIZE);
 };
 

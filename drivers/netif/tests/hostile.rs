@@ -89,7 +89,7 @@ proptest! {
                     if let Ok(Some(f)) = server.recv() {
                         let bytes = server.frame(&f);
                         prop_assert_eq!(bytes.len() as u32, f.len());
-                        prop_assert!(f.len() <= MAX_FRAME && f.len() > 0);
+                        prop_assert!(f.len() <= MAX_FRAME && !f.is_empty());
                         if recycle { server.recycle(f) } else { held.push(f) }
                     }
                 }

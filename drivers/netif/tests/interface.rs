@@ -251,7 +251,8 @@ fn a_wild_free_head_makes_the_driver_faulty() {
 
 #[test]
 fn returned_descriptors_are_checked_against_the_loans() {
-    let cases: Vec<(&str, Box<dyn Fn(u32, u32) -> Vec<Desc>>)> = vec![
+    type Case = (&'static str, Box<dyn Fn(u32, u32) -> Vec<Desc>>);
+    let cases: Vec<Case> = vec![
         ("unknown id", Box::new(|_, _| vec![Desc::new(0, 60, 9999, 0)])),
         ("id never lent", Box::new(|_, rx| vec![Desc::new(0, 60, (rx + 300) % NUM_BUFFERS as u32, 0)])),
         ("a transmit loan on rx_used", Box::new(|tx, _| vec![Desc::new(0, 60, tx, 0)])),

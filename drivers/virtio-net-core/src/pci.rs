@@ -105,7 +105,7 @@ pub fn place_bar<C: ConfigurationAccess>(
     let info = root.bar_info(df, bar)?;
     let Some(BarInfo::Memory { address, size, .. }) = info else { return Err(PciSetupError::NotMemoryBar(bar)) };
     let two = info.as_ref().is_some_and(BarInfo::takes_two_entries);
-    if size == 0 || size > len || paddr % size != 0 {
+    if size == 0 || size > len || !paddr.is_multiple_of(size) {
         return Err(PciSetupError::DoesNotFit { size, paddr, len });
     }
     if !two && paddr > u64::from(u32::MAX) {
