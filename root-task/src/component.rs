@@ -63,6 +63,26 @@ pub struct Component {
     pub alive: bool,
 }
 
+/// Size (as a power of two) of the private pool a component's objects come from: its CNode,
+/// paging structures, TCBs, stacks, IPC buffers, heap, start-up page and loaded ELF, with slack.
+pub fn pool_bits(desc: &sysdesc::Component, elf: &[u8]) -> u64 {
+    let page = PAGE_SIZE;
+    let mut bytes = (1u64 << (CNODE_BITS + sel4::size_bits::SLOT)) + 2 * page + sysdesc::START_INFO_SIZE;
+    let threads = 1 + desc.threads.len() as u64;
+    bytes += threads * (2048 + 2 * page + 64) + desc.stack_size;
+    bytes += desc.threads.iter().map(|t| t.stack_size).sum::<u64>();
+    bytes += desc.heap_size;
+    if let Ok(file) = ElfBytes::<LittleEndian>::minimal_parse(elf) {
+        if let Some(segments) = file.segments() {
+            bytes += segments.iter().filter(|p| p.p_type == PT_LOAD).map(|p| p.p_memsz + 2 * page).sum::<u64>();
+        }
+    }
+    // Paging structures (a few per mapped area) and alignment waste.
+    bytes += 64 * page;
+    bytes += bytes / 4;
+    (64 - (bytes - 1).leading_zeros() as u64).max(20)
+}
+
 /// Badge of thread `thread`'s fault endpoint: identifies component and thread.
 pub fn fault_badge(component: usize, thread: usize) -> u64 {
     ((component as u64 + 1) << 6) | thread as u64
@@ -291,7 +311,7 @@ impl Component {
         };
         let rights = if writable { CapRights::READ_WRITE } else { CapRights::READ };
         for (i, f) in frames.iter().enumerate() {
-            let copy = mem.slots.alloc()?;
+            let copy = mem.slot()?;
             init::CNODE.copy(copy, 64, init::CNODE, f.slot, 64, CapRights::ALL)?;
             self.vspace.map(mem, Cap::from_cptr(copy), base + i as u64 * PAGE_SIZE, rights, attr)?;
         }

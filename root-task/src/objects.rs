@@ -60,10 +60,26 @@ impl Object {
 }
 
 /// Allocates kernel objects from RAM untypeds, and device frames from device untypeds.
+///
+/// Each component's own objects come from a private pool (an untyped carved once): tearing a
+/// component down is one revoke of its pool, after which the pool is reused for the next
+/// instance. While a pool is active ([`Memory::enter`]), every slot taken is recorded so it can
+/// be freed at teardown.
 pub struct Memory {
     pub slots: Slots,
     ram: Vec<Pool>,
     device: Vec<UntypedDesc>,
+    pools: Vec<ComponentPool>,
+    active: Option<usize>,
+}
+
+/// A component's private memory and the root-CNode slots its objects occupy.
+struct ComponentPool {
+    pool: Pool,
+    /// Slot of the pool's untyped capability.
+    slot: u64,
+    /// Slots holding capabilities derived from the pool, or copies made for the component.
+    taken: Vec<u64>,
 }
 
 impl Memory {
@@ -79,7 +95,64 @@ impl Memory {
         }
         // Small pools first, so big contiguous ones stay whole for DMA and large requests.
         ram.sort_by_key(|p| p.size_bits);
-        Memory { slots: Slots::new(bi.empty()), ram, device }
+        Memory { slots: Slots::new(bi.empty()), ram, device, pools: Vec::new(), active: None }
+    }
+
+    /// Carves a private pool of `2^bits` bytes; returns its number.
+    pub fn new_pool(&mut self, bits: u64) -> Result<usize, Error> {
+        let ut = self.alloc_untyped(bits)?;
+        self.pools.push(ComponentPool {
+            pool: Pool { cap: ut.cap(), paddr: ut.paddr, size_bits: bits as u8, used: 0 },
+            slot: ut.slot,
+            taken: Vec::new(),
+        });
+        Ok(self.pools.len() - 1)
+    }
+
+    /// From now on objects come from pool `pool` and slots are recorded against it.
+    pub fn enter(&mut self, pool: usize) {
+        self.active = Some(pool);
+    }
+
+    /// Back to the global memory.
+    pub fn leave(&mut self) {
+        self.active = None;
+    }
+
+    /// A root-CNode slot; recorded against the active pool, if any.
+    pub fn slot(&mut self) -> Result<u64, Error> {
+        let slot = self.slots.alloc()?;
+        if let Some(p) = self.active {
+            self.pools[p].taken.push(slot);
+        }
+        Ok(slot)
+    }
+
+    /// Deletes the capability in `slot`, made while building something that turned out not to be
+    /// needed. Slots recorded against the active pool stay recorded (they are freed with it).
+    pub fn discard(&mut self, slot: u64) {
+        let _ = init::CNODE.delete(slot, 64);
+        if self.active.is_none() {
+            self.slots.free(slot);
+        }
+    }
+
+    /// Destroys every object made from pool `pool` and every capability recorded against it,
+    /// and makes the pool and the slots reusable.
+    pub fn reset_pool(&mut self, pool: usize) -> Result<(), Error> {
+        let p = &mut self.pools[pool];
+        // Copies of global objects are not descendants of the pool: delete them one by one.
+        for &slot in &p.taken {
+            let _ = init::CNODE.delete(slot, 64);
+        }
+        // Everything retyped from the pool (and capabilities derived from it).
+        init::CNODE.revoke(p.slot, 64)?;
+        p.pool.used = 0;
+        let taken = core::mem::take(&mut p.taken);
+        for slot in taken {
+            self.slots.free(slot);
+        }
+        Ok(())
     }
 
     /// Free RAM left in the untypeds, in bytes.
@@ -92,16 +165,21 @@ impl Memory {
     /// `bytes_bits` says how big they are).
     pub fn alloc(&mut self, ty: ObjectType, size_bits: u64, bytes_bits: u64) -> Result<Object, Error> {
         let size = 1u64 << bytes_bits;
-        let index = self
-            .ram
-            .iter()
-            .position(|p| align_up(p.used, size) + size <= 1u64 << p.size_bits)
-            .ok_or(Error::NotEnoughMemory)?;
-        let slot = self.slots.alloc()?;
-        let pool = &mut self.ram[index];
+        let fits = |p: &Pool| align_up(p.used, size) + size <= 1u64 << p.size_bits;
+        let slot = self.slot()?;
+        let pool = match self.active {
+            Some(i) if fits(&self.pools[i].pool) => &mut self.pools[i].pool,
+            Some(_) => return Err(Error::NotEnoughMemory),
+            None => match self.ram.iter_mut().find(|p| fits(p)) {
+                Some(p) => p,
+                None => {
+                    self.slots.free(slot);
+                    return Err(Error::NotEnoughMemory);
+                }
+            },
+        };
         let offset = align_up(pool.used, size);
         if let Err(e) = pool.cap.retype(ty as u64, size_bits, init::CNODE, 0, 0, slot, 1) {
-            self.slots.free(slot);
             return Err(e);
         }
         pool.used = offset + size;

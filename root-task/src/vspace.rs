@@ -54,10 +54,7 @@ impl VSpace {
             match result {
                 Ok(()) => {}
                 // Already there (made by the kernel for the root task's image): forget ours.
-                Err(Error::DeleteFirst) => {
-                    let _ = init::CNODE.delete(ty.slot, 64);
-                    mem.slots.free(ty.slot);
-                }
+                Err(Error::DeleteFirst) => mem.discard(ty.slot),
                 Err(e) => return Err(e),
             }
             self.present.insert(key);
