@@ -46,9 +46,9 @@ impl Handler for Echo {
     }
 }
 
-/// The loop configuration for TCP echo: 4 KiB each way per connection, up to 1024 at once.
+/// The loop configuration for TCP echo: 4 KiB each way per connection, up to 512 at once.
 pub fn tcp_config() -> Config {
-    Config { in_cap: 4096, out_cap: 4096, max_conns: 1024, backlog: 256, ..Config::default() }
+    Config { in_cap: 4096, out_cap: 4096, max_conns: 512, backlog: 256, ..Config::default() }
 }
 
 /// UDP echo counters.

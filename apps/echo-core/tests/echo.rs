@@ -1,7 +1,6 @@
 //! The echo application against the real net server core: the app runs as a libsock client of
 //! the guest's server, the test's clients talk to it from the host's server over the link.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,11 +16,12 @@ struct Report {
 }
 
 fn start(net: &Net) -> AppThread<Report> {
-    AppThread::spawn(&net.guest.server, |client, stop| {
+    AppThread::spawn(&net.guest.server, |client, ctl| {
         let (mut app, bound) = EchoApp::bind(&client, PORT).expect("bind");
         assert_eq!(bound.tcp.len(), 2, "v4 and v6: {bound:?}");
         assert_eq!(bound.tcp[0], SockAddr::any_v4(PORT));
-        while !stop.load(Ordering::Acquire) {
+        ctl.ready();
+        while !ctl.stopped() {
             app.run_once(Some(Duration::from_millis(20))).expect("turn");
         }
         let c = app.tcp_counters();

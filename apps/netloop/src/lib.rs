@@ -392,6 +392,7 @@ struct Conn<T: Transport, H> {
 
 impl<T: Transport, H: Handler> Conn<T, H> {
     fn process(&mut self) {
+        let was_write = self.next == Next::Write;
         let in_len = self.in_len.min(self.inbuf.len());
         let input = self.inbuf.get(..in_len).unwrap_or(&[]);
         self.out_len = 0;
@@ -401,8 +402,9 @@ impl<T: Transport, H: Handler> Conn<T, H> {
         let consumed = step.consumed.min(in_len);
         self.inbuf.copy_within(consumed..in_len, 0);
         self.in_len = in_len - consumed;
-        // Progress with input left over (pipelined requests): show the rest again.
-        self.fresh = consumed > 0 && (self.in_len > 0 || self.eof);
+        // Progress with input left over (pipelined requests), or the end of a response the
+        // handler was streaming while input waited: show the rest again.
+        self.fresh = (consumed > 0 || was_write) && (self.in_len > 0 || self.eof);
         self.next = step.next;
     }
 
@@ -512,13 +514,18 @@ pub struct TcpServer<T: Transport, H, F> {
 impl<T: Transport, H: Handler, F: FnMut(SockAddr) -> H> TcpServer<T, H, F> {
     /// A server with no listener yet (add them with [`TcpServer::listen`]).
     pub fn new(client: &Arc<Client<T>>, cfg: Config, new_handler: F) -> TcpServer<T, H, F> {
+        Self::with_counters(client, cfg, Rc::new(Counters::default()), new_handler)
+    }
+
+    /// As [`TcpServer::new`], counting into `counters` (e.g. ones the handlers already hold).
+    pub fn with_counters(client: &Arc<Client<T>>, cfg: Config, counters: Rc<Counters>, new_handler: F) -> TcpServer<T, H, F> {
         TcpServer {
             client: client.clone(),
             listeners: Vec::new(),
             conns: Vec::new(),
             new_handler,
             cfg,
-            counters: Rc::new(Counters::default()),
+            counters,
             polled_listeners: false,
         }
     }

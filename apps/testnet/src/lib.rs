@@ -101,6 +101,25 @@ pub fn client_of(server: &HostServer) -> Arc<Client> {
     Arc::new(netserver_core::host::client(server, id).expect("client"))
 }
 
+/// What an application thread is told and tells.
+#[derive(Clone, Default)]
+pub struct Control {
+    stop: Arc<AtomicBool>,
+    ready: Arc<AtomicBool>,
+}
+
+impl Control {
+    /// Whether the test asked the application to stop.
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Tells the test that the application is listening.
+    pub fn ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+}
+
 /// An application running on its own thread until stopped.
 pub struct AppThread<R> {
     stop: Arc<AtomicBool>,
@@ -108,17 +127,23 @@ pub struct AppThread<R> {
 }
 
 impl<R: Send + 'static> AppThread<R> {
-    /// Runs `app(client, stop)` on a new thread with a fresh client of `server`; `app` should
-    /// return soon after `stop` becomes true.
-    pub fn spawn(server: &HostServer, app: impl FnOnce(Arc<Client>, &AtomicBool) -> R + Send + 'static) -> AppThread<R> {
-        let stop = Arc::new(AtomicBool::new(false));
+    /// Runs `app(client, control)` on a new thread with a fresh client of `server`, and waits
+    /// (up to 10 s) until it calls [`Control::ready`] or ends. `app` should return soon after
+    /// [`Control::stopped`] becomes true.
+    pub fn spawn(server: &HostServer, app: impl FnOnce(Arc<Client>, &Control) -> R + Send + 'static) -> AppThread<R> {
+        let control = Control::default();
         let client = client_of(server);
-        let s = stop.clone();
+        let c = control.clone();
         let handle = std::thread::Builder::new()
             .name("app".into())
-            .spawn(move || app(client, &s))
+            .spawn(move || app(client, &c))
             .expect("spawn app");
-        AppThread { stop, handle: Some(handle) }
+        let t = AppThread { stop: control.stop.clone(), handle: Some(handle) };
+        assert!(
+            eventually(Duration::from_secs(10), || control.ready.load(Ordering::Acquire) || t.finished()),
+            "the application did not get ready"
+        );
+        t
     }
 
     /// Whether the application's thread has ended (e.g. it failed).

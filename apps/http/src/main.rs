@@ -1,0 +1,58 @@
+//! The HTTP process: HTTP/1.1 on port 80 (IPv4, and IPv6 when the net server has it). All the
+//! logic is in `http-core`; this file connects to the net server through the grants `net`,
+//! `net-wake`, `net-data` and reports on the console. `/stats` reports no net server counters
+//! yet (`"net": null`): the protocol has no statistics request.
+#![no_std]
+#![no_main]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+use alloc::rc::Rc;
+use alloc::sync::Arc;
+use core::time::Duration;
+
+use http_core::{HttpApp, NoNetStats, PORT};
+use libsock::sel4::Sel4Transport;
+use libsock::Client;
+use netloop::Event;
+use sel4_rt::{println, StartInfo};
+
+sel4_rt::component_main!(main);
+
+fn main(_info: &'static StartInfo) {
+    let Some(transport) = Sel4Transport::from_start_info() else {
+        println!("cannot start: grants `net`, `net-wake`, `net-data` missing");
+        return;
+    };
+    let client = match Client::new(transport) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            println!("cannot start: hello to the net server: {e}");
+            return;
+        }
+    };
+    let result = netloop::serve(
+        &client,
+        || {
+            let (app, bound, v6) = HttpApp::bind(&client, PORT, Rc::new(NoNetStats))?;
+            for a in &bound {
+                println!("http: listening on {a}");
+            }
+            if let Some(e) = v6 {
+                println!("http: no IPv6 ({e})");
+            }
+            Ok(app)
+        },
+        |app| app.run_once(None).map(|_| true),
+        |ev| match ev {
+            Event::Serving(n) => println!("http: serving (incarnation {n})"),
+            Event::ServerRestarted => println!("http: net server restarted, reconnecting"),
+            Event::BuildFailed(e) => println!("http: cannot listen on port {PORT}: {e}"),
+        },
+        Duration::from_millis(100),
+    );
+    if let Err(e) = result {
+        println!("http: stopped: {e}");
+    }
+}
