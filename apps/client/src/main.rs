@@ -1,0 +1,43 @@
+//! The client process: at start-up, connects to the configured host server, sends a line,
+//! prints the reply and the ephemeral local port it was given, and exits. The target is
+//! `client_core::DEFAULT_TARGET` (10.0.2.2:7777, the host under QEMU user networking) until the
+//! system description can configure components (see apps/README.md).
+#![no_std]
+#![no_main]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+use alloc::string::String;
+use alloc::sync::Arc;
+use core::time::Duration;
+
+use client_core::{exchange, DEFAULT_TARGET, GREETING};
+use libsock::sel4::Sel4Transport;
+use libsock::Client;
+use sel4_rt::{println, StartInfo};
+
+sel4_rt::component_main!(main);
+
+fn main(_info: &'static StartInfo) {
+    let Some(transport) = Sel4Transport::from_start_info() else {
+        println!("cannot start: grants `net`, `net-wake`, `net-data` missing");
+        return;
+    };
+    let client = match Client::new(transport) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            println!("cannot start: hello to the net server: {e}");
+            return;
+        }
+    };
+    println!("client: connecting to {DEFAULT_TARGET}");
+    match exchange(&client, DEFAULT_TARGET, GREETING, Duration::from_secs(30)) {
+        Ok(r) => {
+            let reply = String::from_utf8_lossy(&r.reply);
+            println!("client: local address {} (ephemeral port {})", r.local, r.local.port());
+            println!("client: reply from {}: {:?}", r.peer, reply.trim_end());
+        }
+        Err(f) => println!("client: {DEFAULT_TARGET}: {f}"),
+    }
+}
