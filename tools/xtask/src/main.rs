@@ -290,8 +290,8 @@ fn build(ws: &Ws, a: BuildArgs) -> Result<()> {
             (None, true) => Variant::ALL.to_vec(),
         };
         for v in variants {
-            if !kernels.contains_key(&v) {
-                kernels.insert(v, kernel::build(ws, v)?);
+            if let std::collections::btree_map::Entry::Vacant(e) = kernels.entry(v) {
+                e.insert(kernel::build(ws, v)?);
             }
             image::build(ws, sys, &kernels[&v])?;
         }

@@ -167,8 +167,8 @@ fn qemu_test(
         .test
         .as_ref()
         .context("not a test system (no [test] table)")?;
-    if !kernels.contains_key(&spec.kernel) {
-        kernels.insert(spec.kernel, kernel::build(ws, spec.kernel)?);
+    if let std::collections::btree_map::Entry::Vacant(e) = kernels.entry(spec.kernel) {
+        e.insert(kernel::build(ws, spec.kernel)?);
     }
     let boot = image::build(ws, sys, &kernels[&spec.kernel])?;
     let cmd = qemu::command(&boot, spec.smp, Console::Plain, &spec.qemu_args);
