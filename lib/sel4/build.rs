@@ -34,7 +34,7 @@ fn main() {
         }
         None => default_config(1),
     };
-    if config.get("CONFIG_MAX_NUM_NODES").map_or(false, |v| v.parse::<u64>().unwrap_or(1) > 1) {
+    if config.get("CONFIG_MAX_NUM_NODES").is_some_and(|v| v.parse::<u64>().unwrap_or(1) > 1) {
         println!("cargo:rustc-cfg=sel4_smp");
     }
     let files = [
@@ -286,7 +286,7 @@ fn assign_labels(apis: &[Vec<Interface>], config: &BTreeMap<String, String>) -> 
     for api in apis {
         for iface in api {
             for m in &iface.methods {
-                if m.condition.as_deref().map_or(true, |c| condition_holds(c, config)) {
+                if m.condition.as_deref().is_none_or(|c| condition_holds(c, config)) {
                     labels.push((m.id.clone(), next));
                     next += 1;
                 }
@@ -351,7 +351,7 @@ fn marker_name(interface: &str) -> String {
     let mut out = String::new();
     for (i, &c) in base.iter().enumerate() {
         let prev_upper = i > 0 && (base[i - 1].is_ascii_uppercase() || base[i - 1].is_ascii_digit());
-        let next_lower = base.get(i + 1).map_or(false, |n| n.is_ascii_lowercase());
+        let next_lower = base.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
         if c.is_ascii_uppercase() && prev_upper && !next_lower && !base[i - 1].is_ascii_digit() {
             out.push(c.to_ascii_lowercase());
         } else {
@@ -369,7 +369,7 @@ fn snake(name: &str) -> String {
     for (i, &c) in chars.iter().enumerate() {
         if c.is_ascii_uppercase() {
             let prev_lower = i > 0 && (chars[i - 1].is_ascii_lowercase() || chars[i - 1].is_ascii_digit());
-            let next_lower = chars.get(i + 1).map_or(false, |n| n.is_ascii_lowercase());
+            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
             let prev_upper = i > 0 && chars[i - 1].is_ascii_uppercase();
             if i > 0 && (prev_lower || (prev_upper && next_lower)) && !out.ends_with('_') {
                 out.push('_');
@@ -399,7 +399,7 @@ fn generate_methods(apis: &[Vec<Interface>], config: &BTreeMap<String, String>) 
                 markers.push(marker.clone());
             }
             for m in &iface.methods {
-                if !m.condition.as_deref().map_or(true, |c| condition_holds(c, config)) {
+                if !m.condition.as_deref().is_none_or(|c| condition_holds(c, config)) {
                     continue;
                 }
                 let body = impls.entry(marker.clone()).or_default();

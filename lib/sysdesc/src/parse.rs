@@ -370,7 +370,7 @@ pub fn parse(text: &str, max_cores: u8) -> Result<System, Vec<DescError>> {
 }
 
 fn check_stack(err: &mut dyn FnMut(String), component: &str, thread: &str, size: u64) {
-    if size < PAGE_SIZE || size > STACK_SLOT - PAGE_SIZE {
+    if !(PAGE_SIZE..=STACK_SLOT - PAGE_SIZE).contains(&size) {
         err(format!(
             "component `{component}` thread `{thread}`: stack of {size} bytes must be between {PAGE_SIZE} and {}",
             STACK_SLOT - PAGE_SIZE
