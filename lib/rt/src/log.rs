@@ -45,7 +45,7 @@ impl Write for Line {
 pub fn print_line(args: fmt::Arguments<'_>) {
     let _guard = CONSOLE.lock();
     let mut line = Line { buf: [0; 256], len: 0 };
-    let _ = write!(line, "[{}] {}\n", crate::name(), args);
+    let _ = writeln!(line, "[{}] {}", crate::name(), args);
     line.flush();
 }
 
@@ -59,7 +59,7 @@ macro_rules! println {
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     // No lock: the panicking thread may hold the console lock.
     let mut line = Line { buf: [0; 256], len: 0 };
-    let _ = write!(line, "[{}] panicked: {}\n", crate::name(), info);
+    let _ = writeln!(line, "[{}] panicked: {}", crate::name(), info);
     line.flush();
     crate::fault_now()
 }

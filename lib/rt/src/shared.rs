@@ -68,7 +68,7 @@ impl SharedRegion {
         let at = self.check(offset, out.len())?;
         let mut i = 0;
         // Bytes up to an 8-byte boundary, then whole words, then the tail.
-        while i < out.len() && (at + i as u64) % 8 != 0 {
+        while i < out.len() && !(at + i as u64).is_multiple_of(8) {
             // SAFETY: `check` proved [at, at + len) lies inside the mapping the root task made
             // for this component; volatile reads tolerate concurrent writers.
             out[i] = unsafe { core::ptr::read_volatile((at + i as u64) as *const u8) };
@@ -95,7 +95,7 @@ impl SharedRegion {
         }
         let at = self.check(offset, data.len())?;
         let mut i = 0;
-        while i < data.len() && (at + i as u64) % 8 != 0 {
+        while i < data.len() && !(at + i as u64).is_multiple_of(8) {
             // SAFETY: inside the mapping (checked) and the mapping is writable (checked).
             unsafe { core::ptr::write_volatile((at + i as u64) as *mut u8, data[i]) };
             i += 1;
@@ -117,7 +117,7 @@ impl SharedRegion {
 
     /// The 8-byte word at `offset` as an atomic (`offset` must be 8-aligned).
     pub fn atomic_u64(&self, offset: usize) -> Result<&'static AtomicU64, AccessError> {
-        if offset % 8 != 0 {
+        if !offset.is_multiple_of(8) {
             return Err(AccessError::Misaligned);
         }
         let at = self.check(offset, 8)?;
