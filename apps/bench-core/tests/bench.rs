@@ -20,7 +20,7 @@ fn apps(net: &Net) -> (AppThread<()>, AppThread<()>) {
         }
     });
     let http = AppThread::spawn(&net.guest.server, |client, ctl| {
-        let (mut app, _, _) = HttpApp::bind(&client, http_core::PORT, Rc::new(NoNetStats)).expect("http");
+        let (mut app, _) = HttpApp::bind(&client, http_core::PORT, Rc::new(NoNetStats)).expect("http");
         ctl.ready();
         while !ctl.stopped() {
             app.run_once(Some(Duration::from_millis(20))).expect("http turn");

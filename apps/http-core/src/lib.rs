@@ -27,6 +27,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 extern crate alloc;
 #[cfg(test)]
@@ -226,8 +227,9 @@ impl Http {
     }
 
     /// Writes a response head into `out` (which is empty, so it fits).
-    fn head(&self, out: &mut Output<'_>, status: Status, ctype: &str, len: u64, close: bool, keep_alive_10: bool, allow: bool) -> bool {
+    fn head(&self, out: &mut Output<'_>, status: Status, ctype: &str, len: u64, close: bool, keep_alive_10: bool) -> bool {
         self.count(status);
+        let allow = status == Status::MethodNotAllowed;
         write!(out, "HTTP/1.1 {} {}\r\nServer: sel4-netserver-http\r\nContent-Type: {ctype}\r\nContent-Length: {len}\r\n", status.code(), status.reason()).is_ok()
             && (!allow || out.write_all(b"Allow: GET, HEAD\r\n"))
             && (!close || out.write_all(b"Connection: close\r\n"))
@@ -261,7 +263,7 @@ impl Http {
                 (st, "text/plain; charset=utf-8", s.into_bytes())
             }
             Reply::Bytes(n) => {
-                if !self.head(out, Status::Ok, "application/octet-stream", n, close, keep_alive_10, false) {
+                if !self.head(out, Status::Ok, "application/octet-stream", n, close, keep_alive_10) {
                     return Step::close(consumed);
                 }
                 if head_only || n == 0 {
@@ -271,8 +273,7 @@ impl Http {
                 return self.bytes(consumed, out);
             }
         };
-        let allow = status == Status::MethodNotAllowed;
-        if !self.head(out, status, ctype, body.len() as u64, close, keep_alive_10, allow) {
+        if !self.head(out, status, ctype, body.len() as u64, close, keep_alive_10) {
             return Step::close(consumed);
         }
         if head_only {
@@ -330,7 +331,7 @@ impl Http {
             let _ = write!(body, "{b:02x}");
         }
         body.push_str("\"}\n");
-        if !self.head(out, Status::Ok, "application/json", body.len() as u64, close, false, false) {
+        if !self.head(out, Status::Ok, "application/json", body.len() as u64, close, false) {
             return Step::close(take);
         }
         self.state = State::Send { data: body.into_bytes(), pos: 0, close };
@@ -448,6 +449,15 @@ pub fn config() -> Config {
     }
 }
 
+/// Where an [`HttpApp`] listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bound {
+    /// The listeners' addresses.
+    pub addrs: Vec<SockAddr>,
+    /// Why IPv6 is not served, if it is not.
+    pub v6_error: Option<Errno>,
+}
+
 type NewHttp = alloc::boxed::Box<dyn FnMut(SockAddr) -> Http>;
 
 /// The HTTP server on one event loop.
@@ -458,9 +468,9 @@ pub struct HttpApp<T: Transport> {
 }
 
 impl<T: Transport> HttpApp<T> {
-    /// Listens on `0.0.0.0:port` (required) and `[::]:port` (if the net server allows; the
-    /// error otherwise). `source` feeds `/stats`.
-    pub fn bind(client: &Arc<Client<T>>, port: u16, source: Rc<dyn StatsSource>) -> Result<(HttpApp<T>, Vec<SockAddr>, Option<Errno>), Errno> {
+    /// Listens on `0.0.0.0:port` (required) and `[::]:port` (if the net server allows).
+    /// `source` feeds `/stats`.
+    pub fn bind(client: &Arc<Client<T>>, port: u16, source: Rc<dyn StatsSource>) -> Result<(HttpApp<T>, Bound), Errno> {
         let conns = Rc::new(Counters::default());
         let shared = Rc::new(Shared { counters: HttpCounters::default(), conns: conns.clone(), source });
         let s2 = shared.clone();
@@ -475,7 +485,7 @@ impl<T: Transport> HttpApp<T> {
             Err(Errno::ServerRestarted) => return Err(Errno::ServerRestarted),
             Err(e) => Some(e),
         };
-        Ok((HttpApp { tcp, shared, ev: EventLoop::new(client) }, bound, v6))
+        Ok((HttpApp { tcp, shared, ev: EventLoop::new(client) }, Bound { addrs: bound, v6_error: v6 }))
     }
 
     /// One turn of the loop, waiting at most `max_wait` for something to happen.

@@ -113,7 +113,7 @@ pub fn parse(buf: &[u8]) -> Result<(Head<'_>, usize), ParseError> {
                     check_partial_request_line(buf.get(at..).unwrap_or(&[]))
                 };
             }
-            Some((l, next)) if l.is_empty() => at = next,
+            Some((&[], next)) => at = next,
             Some(found) => break found,
         }
     };

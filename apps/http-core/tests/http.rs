@@ -36,8 +36,8 @@ impl StatsSource for HostStats {
 fn start(net: &Net) -> AppThread<AppStats> {
     let server = net.guest.server.clone();
     AppThread::spawn(&net.guest.server, move |client, ctl| {
-        let (mut app, bound, v6) = HttpApp::bind(&client, PORT, Rc::new(HostStats(server))).expect("bind");
-        assert_eq!((bound.len(), v6), (2, None));
+        let (mut app, bound) = HttpApp::bind(&client, PORT, Rc::new(HostStats(server))).expect("bind");
+        assert_eq!((bound.addrs.len(), bound.v6_error), (2, None));
         ctl.ready();
         while !ctl.stopped() {
             app.run_once(Some(Duration::from_millis(20))).expect("turn");

@@ -35,11 +35,11 @@ fn main(_info: &'static StartInfo) {
     let result = netloop::serve(
         &client,
         || {
-            let (app, bound, v6) = HttpApp::bind(&client, PORT, Rc::new(NoNetStats))?;
-            for a in &bound {
+            let (app, bound) = HttpApp::bind(&client, PORT, Rc::new(NoNetStats))?;
+            for a in &bound.addrs {
                 println!("http: listening on {a}");
             }
-            if let Some(e) = v6 {
+            if let Some(e) = bound.v6_error {
                 println!("http: no IPv6 ({e})");
             }
             Ok(app)
