@@ -1,7 +1,6 @@
 //! The echo application against the real net server core: the app runs as a libsock client of
 //! the guest's server, the test's clients talk to it from the host's server over the link.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use app_testnet::{eventually, guest4, guest6, host4, AppThread, Client, Net};
@@ -86,19 +85,44 @@ fn a_megabyte_each_way_with_backpressure_and_eof() {
     let net = Net::start();
     let app = start(&net);
     let host = net.host_client();
-    let s = Arc::new(TcpStream::connect(&host, guest4(PORT)).expect("connect"));
+    let s = TcpStream::connect(&host, guest4(PORT)).expect("connect");
+    s.set_nonblocking(true).unwrap();
     let payload = data(5, 1 << 20);
-    let w = {
-        let (s, p) = (s.clone(), payload.clone());
-        std::thread::spawn(move || {
-            s.write_all(&p).expect("write");
-            s.shutdown(libsock::Shutdown::Write).expect("shutdown");
-        })
-    };
-    let mut got = vec![0u8; payload.len()];
-    read_exact(&s, &mut got);
-    w.join().unwrap();
+    // One thread, one poll for both directions (the server keeps one waiter per socket).
+    let (mut sent, mut got) = (0, Vec::with_capacity(payload.len()));
+    let mut buf = vec![0u8; 64 * 1024];
+    while got.len() < payload.len() {
+        let mut progress = false;
+        if sent < payload.len() {
+            match s.write(&payload[sent..(sent + 64 * 1024).min(payload.len())]) {
+                Ok(n) => {
+                    sent += n;
+                    progress = true;
+                    if sent == payload.len() {
+                        s.shutdown(libsock::Shutdown::Write).expect("shutdown");
+                    }
+                }
+                Err(Errno::EAGAIN) => {}
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) => panic!("EOF after {} bytes", got.len()),
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                progress = true;
+            }
+            Err(Errno::EAGAIN) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+        if !progress {
+            let ev = if sent < payload.len() { PollEvents::IN.union(PollEvents::OUT) } else { PollEvents::IN };
+            let mut fds = [PollFd::new(s.handle(), ev)];
+            assert_eq!(host.poll(&mut fds, Some(Duration::from_secs(20))).expect("poll"), 1, "stalled");
+        }
+    }
     assert!(got == payload, "echo differs");
+    s.set_nonblocking(false).unwrap();
     let mut b = [0u8; 1];
     assert_eq!(s.read(&mut b).expect("read"), 0, "the app closes after echoing everything");
     drop(s);

@@ -9,7 +9,8 @@
 //! | `GET /bytes/N` | 200 `application/octet-stream`, N bytes of [`pattern`] (N ≤ [`MAX_BYTES`]), generated as the connection drains |
 //! | `POST /sink` | reads the body (`Content-Length` ≤ [`MAX_SINK`]) and answers 200 `application/json` `{"length":N,"sha256":"<hex>"}` |
 //!
-//! `HEAD` is accepted wherever `GET` is. Errors: 400 (malformed request, bad N, HTTP/1.1
+//! `HEAD` is accepted wherever `GET` is; `POST /sink` with `Expect: 100-continue` gets the
+//! interim `100 Continue` first. Errors: 400 (malformed request, bad N, HTTP/1.1
 //! without `Host`), 404 (unknown path), 405 (known path, wrong method; with `Allow`), 411
 //! (`POST /sink` without `Content-Length`), 413 (body over [`MAX_SINK`]), 431 (head over the
 //! input buffer or over 64 fields), 501 (`Transfer-Encoding`: chunked bodies are not
@@ -386,6 +387,10 @@ impl Http {
                 let Some(len) = head.content_length else { return self.reject(Status::LengthRequired, input.len(), out) };
                 if len > MAX_SINK {
                     return self.reject(Status::ContentTooLarge, input.len(), out);
+                }
+                // curl and others wait for this before sending a large body (RFC 9110 §10.1.1).
+                if head.expect_continue && head.version == Version::Http11 && !out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n") {
+                    return Step::close(input.len());
                 }
                 self.state = State::Sink { left: len, total: len, hasher: Sha256::new(), close };
                 let rest = input.get(n..).unwrap_or(&[]);

@@ -37,6 +37,8 @@ pub struct Head<'a> {
     pub close: bool,
     /// `Connection: keep-alive` was sent.
     pub keep_alive: bool,
+    /// `Expect: 100-continue` was sent (the client waits for an interim answer before the body).
+    pub expect_continue: bool,
 }
 
 impl Head<'_> {
@@ -144,6 +146,7 @@ pub fn parse(buf: &[u8]) -> Result<(Head<'_>, usize), ParseError> {
         host: false,
         close: false,
         keep_alive: false,
+        expect_continue: false,
     };
     let mut fields = 0;
     loop {
@@ -175,6 +178,8 @@ pub fn parse(buf: &[u8]) -> Result<(Head<'_>, usize), ParseError> {
                 return Err(ParseError::Reject(Status::BadRequest));
             }
             head.host = true;
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            head.expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
         } else if name.eq_ignore_ascii_case(b"connection") {
             for opt in value.split(|&b| b == b',').map(trim) {
                 if opt.eq_ignore_ascii_case(b"close") {
@@ -238,6 +243,8 @@ mod tests {
         let (h, _) = ok("POST /sink HTTP/1.1\nhost: a\nCONTENT-length:  12 \nConnection: Keep-Alive, Close\n\n");
         assert_eq!(h.content_length, Some(12));
         assert!(h.close && h.keep_alive && !h.persistent());
+        assert!(!h.expect_continue);
+        assert!(ok("POST /sink HTTP/1.1\r\nExpect: 100-Continue\r\n\r\n").0.expect_continue);
     }
 
     #[test]

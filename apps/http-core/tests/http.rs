@@ -273,29 +273,10 @@ fn sink_hashes_large_bodies_and_pipelined_requests() {
     let app = start(&net);
     let mut c = Conn::open(&net);
     let body: Vec<u8> = (0..4 * 1024 * 1024 + 3).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
-    let writer = {
-        let client = c.s.client().clone();
-        let h = c.s.handle();
-        let body = body.clone();
-        std::thread::spawn(move || {
-            let head = format!("POST /sink HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len());
-            for part in [head.as_bytes(), &body[..]] {
-                let mut off = 0;
-                while off < part.len() {
-                    match client.send(h, &part[off..], libsock::MsgFlags::NONE) {
-                        Ok(n) => off += n,
-                        Err(Errno::EAGAIN) => {
-                            let mut fds = [PollFd::new(h, PollEvents::OUT)];
-                            client.poll(&mut fds, Some(Duration::from_secs(20))).unwrap();
-                        }
-                        Err(e) => panic!("send: {e}"),
-                    }
-                }
-            }
-        })
-    };
+    // One thread: the app reads the body as it comes and answers only at its end.
+    c.send(format!("POST /sink HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes());
+    c.send(&body);
     let r = c.response();
-    writer.join().unwrap();
     assert_eq!(r.status, 200);
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v["length"], body.len());
@@ -309,8 +290,15 @@ fn sink_hashes_large_bodies_and_pipelined_requests() {
     assert_eq!(String::from_utf8(r.body).unwrap(), "{\"length\":3,\"sha256\":\"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\"}\n");
     let r = c.response();
     assert_eq!(r.body, [0, 31, 62, 93, 124]);
+    // Expect: 100-continue gets the interim answer before the body is sent.
+    c.send(b"POST /sink HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
+    let (status, _) = c.head();
+    assert_eq!(status, 100);
+    c.send(b"ok");
+    let r = c.response();
+    assert_eq!((r.status, &r.body[..12]), (200, &b"{\"length\":2,"[..]));
     let s = app.stop();
-    assert_eq!(s.bytes_sunk, body.len() as u64 + 3);
+    assert_eq!(s.bytes_sunk, body.len() as u64 + 5);
 }
 
 #[test]

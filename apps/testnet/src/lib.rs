@@ -2,8 +2,8 @@
 //!
 //! Two real net servers (`netserver_core::host::Stack`, smoltcp workers on threads) joined by an
 //! in-memory link, addressed like QEMU user networking: the **guest** side (10.0.2.15,
-//! fd00::15), where the application under test runs as a libsock client, and the **host** side
-//! (10.0.2.2, fd00::2), where the test's own clients play the outside world. Every call goes
+//! fec0::15), where the application under test runs as a libsock client, and the **host** side
+//! (10.0.2.2, fec0::2), where the test's own clients play the outside world. Every call goes
 //! through libsock's host transport into the server's dispatcher: the same encoding and
 //! data-area code as on seL4.
 #![forbid(unsafe_code)]
@@ -27,9 +27,9 @@ pub const GUEST_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
 /// The host's IPv4 address as the guest sees it (QEMU user networking's gateway).
 pub const HOST_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
 /// The guest's IPv6 address.
-pub const GUEST_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x15);
+pub const GUEST_V6: Ipv6Addr = Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0x15);
 /// The host's IPv6 address.
-pub const HOST_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+pub const HOST_V6: Ipv6Addr = Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 2);
 
 /// `10.0.2.15:port`.
 pub fn guest4(port: u16) -> SockAddr {
@@ -37,7 +37,7 @@ pub fn guest4(port: u16) -> SockAddr {
     SockAddr::v4(o[0], o[1], o[2], o[3], port)
 }
 
-/// `[fd00::15]:port`.
+/// `[fec0::15]:port`.
 pub fn guest6(port: u16) -> SockAddr {
     SockAddr::v6(GUEST_V6.octets(), port)
 }
