@@ -483,6 +483,15 @@ impl<T: Transport> Client<T> {
         self.rpc_ok(&Request::Close { handle: h })
     }
 
+    /// The net server's counters (`Request::Stats`): per worker packets, sockets and
+    /// connections, ports in use, ring drops, driver restarts. Not a socket call; for status pages.
+    pub fn stats(&self) -> Result<net_api::NetStats, Errno> {
+        match self.rpc(&Request::Stats)? {
+            Response::Stats(s) => Ok(s),
+            _ => Err(Errno::EPROTO),
+        }
+    }
+
     /// `getsockname(2)`.
     pub fn getsockname(&self, h: SocketHandle) -> Result<SockAddr, Errno> {
         self.rpc_addr(&Request::GetSockName { handle: h })

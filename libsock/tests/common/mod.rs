@@ -463,6 +463,8 @@ impl Net {
                     None => Ok(Response::SockOpt(SockOptValue::Error(self.sock(i).error.take()))),
                 }
             }
+            // The fake server keeps no counters.
+            Request::Stats => Err(Errno::ENOSYS),
             Request::Poll { fds } => {
                 let mut revents = PollReady::new();
                 for e in fds.iter() {

@@ -130,6 +130,30 @@ mod tests {
         let h = SocketHandle { index: 3, generation: 7 };
         let n = encode_request(5, &Request::Close { handle: h }, &mut buf).unwrap();
         assert_eq!(&buf[..n], &[5, 9, 3, 7]);
+        // Stats at epoch 5: [5, variant 15].
+        let n = encode_request(5, &Request::Stats, &mut buf).unwrap();
+        assert_eq!(&buf[..n], &[5, 15]);
+        // Stats answer: [variant 10, 1 worker, its 4 counters, ports, drops, restarts].
+        let mut workers = BoundedList::new();
+        workers.push(WorkerStats { packets_in: 1, packets_out: 2, sockets: 3, connections: 4 }).unwrap();
+        let stats = NetStats { workers, ports_in_use: 5, ring_drops: 300, driver_restarts: 0 };
+        let mut big = [0u8; 16];
+        let n = encode_response(&Response::Stats(stats), &mut big).unwrap();
+        assert_eq!(&big[..n], &[10, 1, 1, 2, 3, 4, 5, 0xac, 0x02, 0]);
+        assert_eq!(decode_response(&big[..n]), Ok(Response::Stats(stats)));
+        // A list longer than MAX_STATS_WORKERS is refused.
+        let mut long = alloc_free_stats_bytes(MAX_STATS_WORKERS as u8 + 1);
+        assert_eq!(decode_response(long.as_mut_slice()), Err(Malformed));
+        let ok = alloc_free_stats_bytes(MAX_STATS_WORKERS as u8);
+        assert!(matches!(decode_response(&ok), Ok(Response::Stats(s)) if s.workers.len() == MAX_STATS_WORKERS));
+    }
+
+    /// `Stats` answer bytes with `n` all-zero workers.
+    fn alloc_free_stats_bytes(n: u8) -> std::vec::Vec<u8> {
+        let mut v = std::vec![10, n];
+        v.extend(core::iter::repeat_n(0u8, 4 * n as usize));
+        v.extend([0, 0, 0]);
+        v
     }
 
     #[test]
@@ -204,6 +228,7 @@ mod tests {
             Request::SetSockOpt { handle: h, value: SockOptValue::SndBuf(u32::MAX) },
             Request::GetSockOpt { handle: h, opt: SockOpt::Error },
             Request::Poll { fds },
+            Request::Stats,
         ];
         let mut largest = 0;
         for r in reqs {
@@ -228,11 +253,23 @@ mod tests {
             Response::Addr(a),
             Response::SockOpt(SockOptValue::Error(Some(Errno::ServerRestarted))),
             Response::Poll { revents },
+            Response::Stats(worst_stats()),
         ];
+        assert_eq!(roundtrip_resp(Response::Stats(worst_stats())), 672);
         for r in resps {
             largest = largest.max(roundtrip_resp(r));
         }
         assert!(largest <= MAX_MSG);
+    }
+
+    fn worst_stats() -> NetStats {
+        let w = WorkerStats { packets_in: u64::MAX, packets_out: u64::MAX, sockets: u64::MAX, connections: u64::MAX };
+        NetStats {
+            workers: BoundedList::from_slice(&[w; MAX_STATS_WORKERS]).unwrap(),
+            ports_in_use: u64::MAX,
+            ring_drops: u64::MAX,
+            driver_restarts: u64::MAX,
+        }
     }
 
     /// A poll over 100 sockets is split into chunks of MAX_POLL_FDS, each of which fits.

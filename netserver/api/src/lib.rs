@@ -120,7 +120,7 @@ pub use data::{
     DEFAULT_SLOTS_PER_DIRECTION, MAX_DATA_AREA_SIZE, MAX_SLOT_SIZE,
 };
 pub use errno::{Errno, UnknownErrno, EWOULDBLOCK};
-pub use msg::{PollList, PollReady, Request, Response, ServerInfo};
+pub use msg::{NetStats, PollList, PollReady, Request, Response, ServerInfo, WorkerStats};
 pub use types::{
     BoundedList, BufDesc, Domain, MsgFlags, PollEntry, PollEvents, Shutdown, SockOpt,
     SockOptValue, SockType, SocketHandle,
@@ -139,6 +139,11 @@ pub const CHUNK_SIZE: usize = 64 * 1024;
 /// event mask at `u16::MAX`) is 13 bytes per entry, so 64 entries fit in [`MAX_MSG`] with room
 /// to spare; libsock splits a longer poll into several requests.
 pub const MAX_POLL_FDS: usize = 64;
+
+/// Most workers a [`NetStats`] answer lists (a server with more reports the first ones). With
+/// every counter at `u64::MAX` (10 varint bytes) one worker costs 40 bytes, so the answer stays
+/// far below [`MAX_MSG`].
+pub const MAX_STATS_WORKERS: usize = 16;
 
 /// Largest UDP payload over IPv4 (65535 - 8 - 20). It fits in one [`CHUNK_SIZE`] slot.
 pub const MAX_UDP_PAYLOAD: usize = 65507;

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     BoundedList, BufDesc, DataAreaLayout, Domain, Errno, MsgFlags, PollEntry, PollEvents,
     SockAddr, SockOpt, SockOptValue, SockType, SocketHandle, Shutdown, MAX_POLL_FDS,
+    MAX_STATS_WORKERS,
 };
 
 /// The sockets of one poll request (at most [`MAX_POLL_FDS`]; libsock splits larger polls).
@@ -67,6 +68,9 @@ pub enum Request {
     /// An invalid handle gets `NVAL` in its slot, not an error for the whole call. For every entry
     /// not ready for its `events`, the server arms a wake-up. → `Poll`.
     Poll { fds: PollList },
+    /// The net server's counters (for a status page such as the http app's `/stats`); needs a
+    /// session like every request but `Hello`. → `Stats`.
+    Stats,
 }
 
 /// Session information returned by `Hello`.
@@ -101,6 +105,37 @@ pub enum Response {
     Addr(SockAddr),
     SockOpt(SockOptValue),
     Poll { revents: PollReady },
+    /// The answer to `Stats`.
+    Stats(NetStats),
+}
+
+/// One net server worker (one smoltcp stack instance on its own thread)'s counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStats {
+    /// Frames this worker received (since the server started).
+    pub packets_in: u64,
+    /// Frames this worker sent.
+    pub packets_out: u64,
+    /// smoltcp sockets in this worker now: connections, embryonic connections, UDP sockets and
+    /// one idle listening socket per listener.
+    pub sockets: u64,
+    /// TCP connections (established, being set up or closing) in this worker now.
+    pub connections: u64,
+}
+
+/// The net server's counters, answer to [`Request::Stats`]. Counts are since the server
+/// started; `sockets`/`connections`/`ports_in_use` are current values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetStats {
+    /// Per worker, in worker order (at most [`MAX_STATS_WORKERS`]).
+    pub workers: BoundedList<WorkerStats, MAX_STATS_WORKERS>,
+    /// Ports held (bound, listening, connected, TIME-WAIT), all protocols and families.
+    pub ports_in_use: u64,
+    /// Frames dropped between the driver rings and the workers: received frames a worker's
+    /// queue had no room for, and frames to send that found `tx_submit` full or no buffer.
+    pub ring_drops: u64,
+    /// Times the NIC driver was restarted (a new ring epoch after the first).
+    pub driver_restarts: u64,
 }
 
 impl Response {

@@ -71,7 +71,8 @@ fn opt_value(r: &mut Rng) -> SockOptValue {
 fn request(r: &mut Rng) -> Request {
     let h = handle(r);
     let buf = BufDesc { offset: r.u32(), len: r.u32() };
-    match r.below(15) {
+    match r.below(16) {
+        14 => Request::Stats,
         0 => Request::Hello { version: r.u16() },
         1 => Request::Socket {
             domain: if r.bool() { Domain::Inet } else { Domain::Inet6 },
@@ -108,7 +109,19 @@ fn request(r: &mut Rng) -> Request {
 }
 
 fn response(r: &mut Rng) -> Response {
-    match r.below(10) {
+    match r.below(11) {
+        9 => {
+            let mut workers = BoundedList::new();
+            for _ in 0..r.below(MAX_STATS_WORKERS as u64 + 1) {
+                let _ = workers.push(WorkerStats {
+                    packets_in: r.next(),
+                    packets_out: r.next(),
+                    sockets: r.next(),
+                    connections: r.next(),
+                });
+            }
+            Response::Stats(NetStats { workers, ports_in_use: r.next(), ring_drops: r.next(), driver_restarts: r.next() })
+        }
         0 => Response::Error(errno(r)),
         1 => Response::Ok,
         2 => Response::Hello(ServerInfo {

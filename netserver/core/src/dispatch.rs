@@ -116,6 +116,10 @@ impl<R: RawLock> Server<R> {
             Request::GetPeerName { handle } => self.peer_addr(c, handle).map(Response::Addr),
             Request::SetSockOpt { handle, value } => self.set_option(c, handle, value).map(|()| Response::Ok),
             Request::GetSockOpt { handle, opt } => self.get_option(c, handle, opt).map(Response::SockOpt),
+            Request::Stats => {
+                self.client_area(c)?;
+                Ok(Response::Stats(self.net_stats()))
+            }
             Request::Poll { fds } => {
                 let mut out = [PollEvents::NONE; net_api::MAX_POLL_FDS];
                 let n = fds.len().min(out.len());

@@ -23,7 +23,7 @@ use crate::lock::{Binds, Global, Handles, Mailbox, Mutex, MutexGuard, RawLock, R
 use crate::platform::Clock;
 use crate::port::{Family, PortAllocator, PortClass, PortConfig, Proto};
 use crate::socket::{Datagram, ListenState, Options, Pcb, Phase, Socket};
-use crate::stats::{Counter, Snapshot, Stats};
+use crate::stats::{Counter, DeviceCounters, Snapshot, Stats};
 use crate::steer::Steering;
 use crate::sync::{AtomicU64, AtomicUsize, CachePadded, Ordering};
 use crate::table::HandleTable;
@@ -153,6 +153,10 @@ pub(crate) struct WorkerPort<R: RawLock> {
     pub mailbox: Mutex<Mailbox, VecDeque<Cmd<R>>, R>,
     pub signal: Arc<dyn Signal>,
     pub flows: AtomicUsize,
+    /// smoltcp sockets (flows plus idle listening sockets), for `Stats`.
+    pub sockets: AtomicUsize,
+    /// TCP flows, for `Stats`.
+    pub tcp: AtomicUsize,
     pub claimed: crate::sync::AtomicBool,
 }
 
@@ -171,6 +175,7 @@ pub(crate) struct Shared<R: RawLock> {
     pub binds: Vec<CachePadded<Mutex<Binds, BTreeMap<(Family, u16), Weak<Socket<R>>>, R>>>,
     pub workers: Vec<CachePadded<WorkerPort<R>>>,
     pub stats: Arc<Stats>,
+    pub device: DeviceCounters,
     pub clock: Arc<dyn Clock>,
     pub steering: Steering,
     ids: Vec<CachePadded<AtomicU64>>,
@@ -346,6 +351,8 @@ impl<R: RawLock> Server<R> {
                     mailbox: Mutex::new(VecDeque::new()),
                     signal,
                     flows: AtomicUsize::new(0),
+                    sockets: AtomicUsize::new(0),
+                    tcp: AtomicUsize::new(0),
                     claimed: crate::sync::AtomicBool::new(false),
                 })
             })
@@ -359,6 +366,7 @@ impl<R: RawLock> Server<R> {
                 workers,
                 ports,
                 stats,
+                device: DeviceCounters::default(),
                 clock,
                 steering,
                 big,
@@ -380,6 +388,37 @@ impl<R: RawLock> Server<R> {
     /// Statistics, summed over every stripe.
     pub fn stats(&self) -> Snapshot {
         self.inner.stats.snapshot()
+    }
+
+    /// Counters the platform shell keeps about the frame device (ring drops, driver restarts);
+    /// reported by [`Server::net_stats`].
+    pub fn device_counters(&self) -> &DeviceCounters {
+        &self.inner.device
+    }
+
+    /// The answer to `Request::Stats`: per worker frames in/out (its statistics stripe) and
+    /// smoltcp sockets and TCP connections (published by the worker at the end of each
+    /// iteration), ports in use, and the shell's device counters.
+    pub fn net_stats(&self) -> net_api::NetStats {
+        let mut workers = net_api::BoundedList::new();
+        for (i, w) in self.inner.workers.iter().enumerate() {
+            let s = self.inner.stats.stripe_snapshot(i);
+            let entry = net_api::WorkerStats {
+                packets_in: s.frames_in,
+                packets_out: s.frames_out,
+                sockets: w.sockets.load(Ordering::Relaxed) as u64,
+                connections: w.tcp.load(Ordering::Relaxed) as u64,
+            };
+            if workers.push(entry).is_err() {
+                break;
+            }
+        }
+        net_api::NetStats {
+            workers,
+            ports_in_use: self.ports_in_use() as u64,
+            ring_drops: self.inner.device.ring_drops.load(core::sync::atomic::Ordering::Relaxed),
+            driver_restarts: self.inner.device.driver_restarts.load(core::sync::atomic::Ordering::Relaxed),
+        }
     }
 
     /// Socket objects alive (created minus freed).

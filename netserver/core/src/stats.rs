@@ -69,6 +69,17 @@ counters! {
     worker_iterations,
 }
 
+/// What the platform shell counts about the frame device, reported in `Request::Stats`.
+/// Plain atomics (`core`'s, also under loom: no modelled protocol uses them).
+#[derive(Debug, Default)]
+pub struct DeviceCounters {
+    /// Frames dropped between the driver's rings and the workers (a full worker queue, a full
+    /// transmit ring, no transmit buffer).
+    pub ring_drops: core::sync::atomic::AtomicU64,
+    /// Times the driver restarted (a new ring epoch after the first).
+    pub driver_restarts: core::sync::atomic::AtomicU64,
+}
+
 /// One stripe: a cache-line-aligned block of every counter.
 pub struct Stripe(CachePadded<[AtomicU64; COUNT]>);
 
@@ -112,6 +123,17 @@ impl Stats {
     #[inline]
     pub fn inc(&self, hint: usize, c: Counter) {
         self.add(hint, c, 1);
+    }
+
+    /// Stripe `hint % stripes` alone (a worker's frame counters live in the stripe of its index).
+    pub fn stripe_snapshot(&self, hint: usize) -> Snapshot {
+        let mut sum = [0u64; COUNT];
+        if let Some(s) = self.stripe(hint) {
+            for (acc, a) in sum.iter_mut().zip(s.0 .0.iter()) {
+                *acc = a.load(Ordering::Relaxed);
+            }
+        }
+        Snapshot::from_array(sum)
     }
 
     /// Sums every stripe.

@@ -321,6 +321,10 @@ impl<R: RawLock, Rx: FrameRx, Tx: FrameTx> Worker<R, Rx, Tx> {
         }
         if let Some(port) = shared.workers.get(self.index) {
             port.flows.store(self.flows.len(), Ordering::Relaxed);
+            let tcp = self.flows.values().filter(|f| !f.udp).count();
+            let idle = self.listeners.values().filter(|l| l.idle.is_some()).count();
+            port.tcp.store(tcp, Ordering::Relaxed);
+            port.sockets.store(self.flows.len() + idle, Ordering::Relaxed);
         }
 
         // 5. How long may we sleep?

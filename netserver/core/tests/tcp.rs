@@ -54,3 +54,53 @@ fn refused_connect() {
     assert_eq!(r.err(), Some(Errno::ECONNREFUSED));
     assert!(eventually(Duration::from_secs(5), || n.a.server.ports_in_use() == 0), "ports leaked");
 }
+
+/// `Request::Stats` through libsock: per-worker frame and connection counts follow the traffic,
+/// ports in use follow the sockets, device counters come from the shell, and an unregistered
+/// client gets `EPERM`.
+#[test]
+fn stats_follow_connections() {
+    let n = net(Impairments::default());
+    let ca = client(&n.a.server);
+    let cb = client(&n.b.server);
+    let before = cb.stats().expect("stats");
+    assert_eq!(before.workers.len(), n.b.server.config().workers);
+    assert!(before.workers.iter().all(|w| w.connections == 0 && w.packets_in == 0));
+    assert_eq!(before.ports_in_use, 0);
+
+    let l = TcpListener::bind(&cb, addr4(1, 7100)).expect("bind");
+    let t = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(l.accept().expect("accept").0);
+        }
+        (l, held)
+    });
+    let streams: Vec<_> = (0..4).map(|_| TcpStream::connect(&ca, addr4(1, 7100)).expect("connect")).collect();
+    let (_l, held) = t.join().unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || cb.stats().unwrap().workers.iter().map(|w| w.connections).sum::<u64>() == 4),
+        "4 connections in {:?}",
+        cb.stats()
+    );
+    let during = cb.stats().unwrap();
+    assert!(during.workers.iter().map(|w| w.packets_in).sum::<u64>() >= 8, "{during:?}");
+    assert!(during.workers.iter().map(|w| w.packets_out).sum::<u64>() >= 4, "{during:?}");
+    // Every worker has an idle listening socket besides its connections.
+    assert!(during.workers.iter().all(|w| w.sockets > w.connections), "{during:?}");
+    // One listening port (held once however many workers listen).
+    assert_eq!(during.ports_in_use, 1, "{during:?}");
+
+    n.b.server.device_counters().ring_drops.fetch_add(3, std::sync::atomic::Ordering::Relaxed);
+    let s = cb.stats().unwrap();
+    assert_eq!((s.ring_drops, s.driver_restarts), (3, 0));
+    drop(streams);
+    drop(held);
+
+    // Stats need a registered client.
+    let mut out = [0u8; libsock::net_api::MAX_MSG];
+    let mut req = [0u8; libsock::net_api::MAX_MSG];
+    let k = libsock::net_api::encode_request(n.b.server.config().epoch, &libsock::net_api::Request::Stats, &mut req).unwrap();
+    let m = n.b.server.handle(0xdead_beef, &req[..k], &mut out);
+    assert_eq!(libsock::net_api::decode_response(&out[..m]), Ok(libsock::net_api::Response::Error(Errno::EPERM)));
+}
