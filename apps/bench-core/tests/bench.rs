@@ -71,3 +71,17 @@ fn failures_are_counted_or_reported_not_hung() {
     let e = download(&c, guest4(7), 10, Duration::from_millis(500)).unwrap_err();
     assert!(matches!(e, BenchError::Net("recv", Errno::ETIMEDOUT) | BenchError::Protocol(_)), "{e}");
 }
+
+/// The sizes the task asks for (64 MiB each way, streamed). Slow in a debug build; run with
+/// `cargo test --release -p bench-core -- --ignored`.
+#[test]
+#[ignore]
+fn sixty_four_mib_each_way() {
+    let net = Net::start();
+    let _apps = apps(&net);
+    let c = net.host_client();
+    let t = Duration::from_secs(300);
+    let d = download(&c, guest4(80), 64 << 20, t).expect("download");
+    let u = upload(&c, guest4(80), 64 << 20, t).expect("upload");
+    println!("download {d}\nupload {u}");
+}

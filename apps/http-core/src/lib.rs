@@ -200,7 +200,7 @@ enum State {
     /// Waiting for a request head.
     Head,
     /// Reading and discarding a request body before answering.
-    Discard { left: u64, reply: Reply, head_only: bool, close: bool },
+    Discard { left: u64, reply: Reply, head_only: bool, close: bool, keep_alive_10: bool },
     /// Hashing a `/sink` body.
     Sink { left: u64, total: u64, hasher: Sha256, close: bool },
     /// Sending a prepared response (head and body).
@@ -340,14 +340,14 @@ impl Http {
     }
 
     fn discard(&mut self, input: &[u8], eof: bool, out: &mut Output<'_>) -> Step {
-        let State::Discard { left, reply, head_only, close } = &mut self.state else { return Step::close(0) };
+        let State::Discard { left, reply, head_only, close, keep_alive_10 } = &mut self.state else { return Step::close(0) };
         let take = input.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
         *left -= take as u64;
         if *left > 0 {
             return if eof { Step::close(take) } else { Step::read(take) };
         }
-        let (reply, head_only, close) = (*reply, *head_only, *close);
-        self.respond(reply, head_only, close, false, take, out)
+        let (reply, head_only, close, keep_alive_10) = (*reply, *head_only, *close, *keep_alive_10);
+        self.respond(reply, head_only, close, keep_alive_10, take, out)
     }
 
     fn request(&mut self, input: &[u8], eof: bool, out: &mut Output<'_>) -> Step {
@@ -412,7 +412,7 @@ impl Http {
             if body > MAX_DISCARD {
                 return self.respond(reply, head_only, true, false, input.len(), out);
             }
-            self.state = State::Discard { left: body, reply, head_only, close };
+            self.state = State::Discard { left: body, reply, head_only, close, keep_alive_10 };
             let step = self.discard(input.get(n..).unwrap_or(&[]), eof, out);
             return Step { consumed: n + step.consumed, next: step.next };
         }
