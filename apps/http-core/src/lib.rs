@@ -5,7 +5,7 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /` | 200 `text/html`: what this system is, and this table |
-//! | `GET /stats` | 200 `application/json`: [`stats::render`] (application counters; the net server's from a [`StatsSource`]) |
+//! | `GET /stats` | 200 `application/json`: [`stats::render`] (application counters; the net server's from a [`StatsSource`], normally [`ClientStats`]) |
 //! | `GET /bytes/N` | 200 `application/octet-stream`, N bytes of [`pattern`] (N ≤ [`MAX_BYTES`]), generated as the connection drains |
 //! | `POST /sink` | reads the body (`Content-Length` ≤ [`MAX_SINK`]) and answers 200 `application/json` `{"length":N,"sha256":"<hex>"}` |
 //!
@@ -50,7 +50,7 @@ use netloop::{Config, Counters, EventLoop, Handler, Output, Step, TcpServer};
 use sha2::{Digest, Sha256};
 
 use request::{ParseError, Version};
-pub use stats::{AppStats, NetStats, NoNetStats, StatsSource, WorkerStats};
+pub use stats::{AppStats, ClientStats, NetStats, NoNetStats, StatsSource, WorkerStats};
 
 /// The HTTP port.
 pub const PORT: u16 = 80;

@@ -2,13 +2,16 @@
 //!
 //! The application's own counters (connections, requests, responses by status, bytes) are
 //! always there. The net server's (per worker: packets, sockets, connections; ports in use;
-//! ring drops; driver restarts) come from a [`StatsSource`]: the protocol has no statistics
-//! request yet, so the seL4 binary uses [`NoNetStats`] (`"net": null`) until it does; host tests
-//! plug in the server core's own snapshot.
+//! ring drops; driver restarts) come from a [`StatsSource`]: [`ClientStats`] asks the net
+//! server (`Request::Stats` through libsock, one round trip per page); [`NoNetStats`] reports
+//! `"net": null`.
 
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt::Write;
+
+use libsock::{Client, Transport};
 
 /// One net server worker's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -51,6 +54,35 @@ pub struct NoNetStats;
 impl StatsSource for NoNetStats {
     fn net_stats(&self) -> Option<NetStats> {
         None
+    }
+}
+
+/// The net server's own counters, asked for through the application's libsock client. A failed
+/// request (an older server without `Stats`, a restart) gives `"net": null`.
+pub struct ClientStats<T: Transport>(pub Arc<Client<T>>);
+
+impl<T: Transport> StatsSource for ClientStats<T> {
+    fn net_stats(&self) -> Option<NetStats> {
+        let s = self.0.stats().ok()?;
+        let workers: Vec<WorkerStats> = s
+            .workers
+            .as_slice()
+            .iter()
+            .map(|w| WorkerStats { packets_in: w.packets_in, packets_out: w.packets_out, sockets: w.sockets, connections: w.connections })
+            .collect();
+        let total = workers.iter().fold(WorkerStats::default(), |a, w| WorkerStats {
+            packets_in: a.packets_in.wrapping_add(w.packets_in),
+            packets_out: a.packets_out.wrapping_add(w.packets_out),
+            sockets: a.sockets.wrapping_add(w.sockets),
+            connections: a.connections.wrapping_add(w.connections),
+        });
+        Some(NetStats {
+            workers,
+            total: Some(total),
+            ports_in_use: Some(s.ports_in_use),
+            ring_drops: Some(s.ring_drops),
+            driver_restarts: Some(s.driver_restarts),
+        })
     }
 }
 

@@ -1,7 +1,7 @@
 //! The HTTP process: HTTP/1.1 on port 80 (IPv4, and IPv6 when the net server has it). All the
 //! logic is in `http-core`; this file connects to the net server through the grants `net`,
-//! `net-wake`, `net-data` and reports on the console. `/stats` reports no net server counters
-//! yet (`"net": null`): the protocol has no statistics request.
+//! `net-wake`, `net-data` and reports on the console. `/stats` asks the net server for its
+//! counters through the same client.
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -12,7 +12,7 @@ use alloc::rc::Rc;
 use alloc::sync::Arc;
 use core::time::Duration;
 
-use http_core::{HttpApp, NoNetStats, PORT};
+use http_core::{ClientStats, HttpApp, PORT};
 use libsock::sel4::Sel4Transport;
 use libsock::Client;
 use netloop::Event;
@@ -35,7 +35,7 @@ fn main(_info: &'static StartInfo) {
     let result = netloop::serve(
         &client,
         || {
-            let (app, bound) = HttpApp::bind(&client, PORT, Rc::new(NoNetStats))?;
+            let (app, bound) = HttpApp::bind(&client, PORT, Rc::new(ClientStats(client.clone())))?;
             for a in &bound.addrs {
                 println!("http: listening on {a}");
             }
