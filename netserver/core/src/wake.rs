@@ -95,9 +95,21 @@ impl<R: RawLock> WaitSlot<R> {
     /// Arms a wake-up for `interest` (plus [`ALWAYS`]) and returns the bits of those that are
     /// already ready. When the result is non-zero the caller must not block (the waiter stays
     /// armed; at worst it gets one spurious signal later).
+    ///
+    /// Interests accumulate while the same signal is armed: two threads of one client waiting
+    /// on one socket for different events (one for `IN`, one for `OUT`) must both be woken, and
+    /// the client's signal wakes every thread of it.
     pub fn arm(&self, interest: u32, signal: &alloc::sync::Arc<dyn Signal>) -> u32 {
-        let want = interest | ALWAYS;
-        *self.waiter.lock() = Some(Waiter { interest: want, signal: signal.clone() });
+        let mut want = interest | ALWAYS;
+        {
+            let mut slot = self.waiter.lock();
+            if let Some(w) = slot.as_ref() {
+                if alloc::sync::Arc::ptr_eq(&w.signal, signal) {
+                    want |= w.interest;
+                }
+            }
+            *slot = Some(Waiter { interest: want, signal: signal.clone() });
+        }
         self.ready.load(Ordering::SeqCst) & want
     }
 
@@ -144,5 +156,45 @@ impl<R: RawLock> WaitSlot<R> {
     pub fn set(&self, bits: u32) -> bool {
         let new = self.mark(bits);
         self.wake(new)
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use alloc::sync::Arc;
+    use core::sync::atomic::AtomicUsize;
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+    impl Signal for Count {
+        fn signal(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn interests_of_one_client_accumulate() {
+        let slot: WaitSlot<parking_lot::RawMutex> = WaitSlot::new();
+        let count = Arc::new(Count::default());
+        let signal: Arc<dyn Signal> = count.clone();
+        // One thread waits for input, another for output, on the same socket.
+        assert_eq!(slot.arm(IN, &signal), 0);
+        assert_eq!(slot.arm(OUT, &signal), 0);
+        // Input arrives: the first thread's interest was not lost to the second arm.
+        assert!(slot.set(IN));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_different_signal_replaces_the_waiter() {
+        let slot: WaitSlot<parking_lot::RawMutex> = WaitSlot::new();
+        let (a, b) = (Arc::new(Count::default()), Arc::new(Count::default()));
+        let (sa, sb): (Arc<dyn Signal>, Arc<dyn Signal>) = (a.clone(), b.clone());
+        slot.arm(IN, &sa);
+        slot.arm(OUT, &sb);
+        assert!(!slot.set(IN));
+        assert!(slot.set(OUT));
+        assert_eq!((a.0.load(Ordering::SeqCst), b.0.load(Ordering::SeqCst)), (0, 1));
     }
 }
