@@ -136,6 +136,7 @@ impl Component {
                 tsc_mhz,
                 num_nodes,
                 exit: SLOT_FAULT,
+                config: desc.config.clone(),
             },
             alive: false,
         };

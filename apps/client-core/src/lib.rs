@@ -6,8 +6,8 @@
 //! deadline, so an unreachable or silent target ends in `ETIMEDOUT`, never a hang; every
 //! failure names its step.
 //!
-//! The target comes from the system description once components can be given configuration
-//! values; until then the seL4 binary uses [`DEFAULT_TARGET`], the host as QEMU's user
+//! The seL4 binary takes the target from the `target` setting of its `config` table in the
+//! system description; without one it uses [`DEFAULT_TARGET`], the host as QEMU's user
 //! networking shows it to the guest (10.0.2.2), port 7777.
 #![no_std]
 #![forbid(unsafe_code)]

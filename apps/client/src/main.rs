@@ -1,7 +1,8 @@
 //! The client process: at start-up, connects to the configured host server, sends a line,
-//! prints the reply and the ephemeral local port it was given, and exits. The target is
-//! `client_core::DEFAULT_TARGET` (10.0.2.2:7777, the host under QEMU user networking) until the
-//! system description can configure components (see apps/README.md).
+//! prints the reply and the ephemeral local port it was given, and exits. The target is the
+//! `target` setting of the component's `config` table in the system description (e.g.
+//! `config = { target = "10.0.2.2:7777" }`), else `client_core::DEFAULT_TARGET` (10.0.2.2:7777,
+//! the host under QEMU user networking).
 #![no_std]
 #![no_main]
 #![forbid(unsafe_code)]
@@ -13,6 +14,7 @@ use alloc::sync::Arc;
 use core::time::Duration;
 
 use client_core::{exchange, DEFAULT_TARGET, GREETING};
+use libsock::net_api::SockAddr;
 use libsock::sel4::Sel4Transport;
 use libsock::Client;
 use sel4_rt::{println, StartInfo};
@@ -31,13 +33,23 @@ fn main(_info: &'static StartInfo) {
             return;
         }
     };
-    println!("client: connecting to {DEFAULT_TARGET}");
-    match exchange(&client, DEFAULT_TARGET, GREETING, Duration::from_secs(30)) {
+    let target = match sel4_rt::config("target") {
+        None => DEFAULT_TARGET,
+        Some(text) => match text.parse::<core::net::SocketAddr>() {
+            Ok(addr) => SockAddr::from(addr),
+            Err(_) => {
+                println!("cannot start: config `target` = {text:?} is not an address:port");
+                return;
+            }
+        },
+    };
+    println!("client: connecting to {target}");
+    match exchange(&client, target, GREETING, Duration::from_secs(30)) {
         Ok(r) => {
             let reply = String::from_utf8_lossy(&r.reply);
             println!("client: local address {} (ephemeral port {})", r.local, r.local.port());
             println!("client: reply from {}: {:?}", r.peer, reply.trim_end());
         }
-        Err(f) => println!("client: {DEFAULT_TARGET}: {f}"),
+        Err(f) => println!("client: {target}: {f}"),
     }
 }

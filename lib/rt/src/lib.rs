@@ -105,6 +105,11 @@ pub fn cap<T: sel4::CapType>(name: &str) -> Option<sel4::Cap<T>> {
     start_info()?.cap(name).map(|c| sel4::Cap::from_cptr(c.slot))
 }
 
+/// The setting `key` from the component's `config` table in the system description.
+pub fn config(key: &str) -> Option<&'static str> {
+    start_info()?.config(key)
+}
+
 /// The region named `name` in the start-up configuration (see [`shared::SharedRegion`]).
 pub fn region(name: &str) -> Option<&'static sysdesc::RegionEntry> {
     start_info()?.region(name)

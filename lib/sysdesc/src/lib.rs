@@ -80,6 +80,8 @@ pub struct Component {
     pub threads: Vec<Thread>,
     /// Restart the component when it faults (supervised), instead of leaving it dead.
     pub restart: bool,
+    /// Free-form settings for the component (`[component.config]`), handed over unchanged.
+    pub config: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -261,6 +263,8 @@ pub struct StartInfo {
     /// Fault endpoint (badged for this component) that the root task listens on; the runtime uses
     /// it only to report a clean exit.
     pub exit: u64,
+    /// The component's settings from the system description.
+    pub config: Vec<(String, String)>,
 }
 
 impl StartInfo {
@@ -269,6 +273,9 @@ impl StartInfo {
     }
     pub fn region(&self, name: &str) -> Option<&RegionEntry> {
         self.regions.iter().find(|r| r.name == name)
+    }
+    pub fn config(&self, key: &str) -> Option<&str> {
+        self.config.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
     pub fn thread(&self, name: &str) -> Option<&ThreadEntry> {
         self.threads.iter().find(|t| t.name == name)

@@ -8,6 +8,8 @@ use alloc::collections::BTreeSet;
 use alloc::format;
 use alloc::string::ToString;
 use std::fmt;
+#[cfg(test)]
+use alloc::vec;
 
 /// One problem found in a system description.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,6 +59,8 @@ struct RawComponent {
     threads: Vec<RawThread>,
     #[serde(default)]
     restart: bool,
+    #[serde(default)]
+    config: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -201,6 +205,7 @@ pub fn parse(text: &str, max_cores: u8) -> Result<System, Vec<DescError>> {
                 .map(|t| Thread { name: t.name, priority: t.priority, core: t.core, stack_size: page_round_up(t.stack_size) })
                 .collect(),
             restart: c.restart,
+            config: c.config.into_iter().collect(),
         });
     }
     let known = |name: &str| names.contains(name);
@@ -389,6 +394,7 @@ mod tests {
         [[component]]
         name = "pong"
         priority = 101
+        config = { greeting = "hi", target = "10.0.2.2:7777" }
         threads = [{ name = "w", priority = 100, core = 1 }]
         [[endpoint]]
         name = "pp"
@@ -409,6 +415,7 @@ mod tests {
         assert_eq!(sys.components[1].threads[0].core, 1);
         assert_eq!(sys.endpoints[0].holders[1].badge, 7);
         assert!(!sys.regions[0].maps[1].writable);
+        assert_eq!(sys.components[1].config, vec![("greeting".into(), "hi".into()), ("target".into(), "10.0.2.2:7777".into())]);
     }
 
     fn errors_of(text: &str) -> Vec<String> {
