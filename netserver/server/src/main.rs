@@ -1,0 +1,192 @@
+//! The net server process: a thin shell over `netserver-core` (see README.md for the data path,
+//! the threads and their priorities, and the grants).
+//!
+//! Start-up (main thread):
+//! 1. sleepers (one notification per worker and one for the NIC) and the timer thread (PIT);
+//! 2. the NIC: `netif::ServerSide` over the `rings` and `buffers` regions; wait (at most
+//!    [`LINK_WAIT`]) for the driver to publish its MAC and MTU;
+//! 3. the server core (`Server::new`), one worker per `worker<N>` thread of the description,
+//!    each pinned to its core by the description;
+//! 4. the clients named by the description (`client.<id>.wake`, `client.<id>.data`);
+//! 5. the IPC threads (`ipc<N>`) on the endpoint `net`;
+//! 6. then the main thread becomes the rx thread: the only consumer of the driver's `rx_used`.
+#![no_std]
+#![no_main]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+mod clients;
+mod nic;
+mod time;
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::net::{Ipv4Addr, Ipv6Addr};
+use core::time::Duration;
+
+use netif::{LinkState, ServerSide, BUF_SIZE};
+use netserver_core::platform::Clock;
+use netserver_core::wake::Signal;
+use netserver_core::{Server, ServerConfig};
+use sel4::{Endpoint, Notification};
+use sel4_dma::take_region;
+use sel4_rt::sync::RawMutex;
+use sel4_rt::{println, StartInfo};
+
+use nic::{Nic, NicState};
+use time::{Sleeper, Timer, TscClock};
+
+sel4_rt::component_main!(main);
+
+/// QEMU user networking (slirp): the guest's address, the gateway (the host), and slirp's
+/// default IPv6 prefix fec0::/64 with the host at fec0::2.
+const IPV4: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 0, 2, 15), 24);
+const GATEWAY4: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+const IPV6: (Ipv6Addr, u8) = (Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0x15), 64);
+const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 2);
+/// QEMU's default MAC, used when no driver shows up in time.
+const DEFAULT_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+/// How long start-up waits for the driver to publish its MAC.
+const LINK_WAIT: Duration = Duration::from_secs(5);
+/// Most workers (one per core).
+const MAX_WORKERS: usize = 16;
+
+macro_rules! need {
+    ($e:expr, $what:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => {
+                println!("cannot start: {}: {:?}", $what, e);
+                return;
+            }
+        }
+    };
+}
+
+/// Threads of this component named `<prefix><n>` for n = 0, 1, ... (stops at the first gap).
+fn numbered_threads(info: &StartInfo, prefix: &str) -> usize {
+    (0..MAX_WORKERS).take_while(|i| info.thread(&format!("{prefix}{i}")).is_some()).count()
+}
+
+fn leak<T>(v: T) -> &'static T {
+    Box::leak(Box::new(v))
+}
+
+fn main(info: &'static StartInfo) {
+    let clock = TscClock::new();
+    let workers = numbered_threads(info, "worker");
+    let ipc_threads = numbered_threads(info, "ipc");
+    if workers == 0 || ipc_threads == 0 {
+        println!("cannot start: the description gives no `worker0` or no `ipc0` thread");
+        return;
+    }
+
+    // 1. Sleepers and the timer.
+    let nic_sleeper: &'static Sleeper = leak(need!(Sleeper::from_grants("nic", clock), "notification `nic`"));
+    let mut worker_sleepers: Vec<&'static Sleeper> = Vec::new();
+    for i in 0..workers {
+        let name: &'static str = Box::leak(format!("worker.{i}").into_boxed_str());
+        worker_sleepers.push(leak(need!(Sleeper::from_grants(name, clock), name)));
+    }
+    let mut all: Vec<&'static Sleeper> = worker_sleepers.clone();
+    all.push(nic_sleeper);
+    let sleepers: &'static [&'static Sleeper] = Box::leak(all.into_boxed_slice());
+    let timer = need!(Timer::from_grants(sleepers, clock), "timer");
+    need!(sel4_rt::thread::spawn("timer", move || timer.run()), "thread `timer`");
+
+    // 2. The NIC: rings and buffers shared with the driver; wait for it to come up.
+    let rings = need!(take_region("rings").and_then(|m| m.into_netif_rings()), "region `rings`");
+    let region = need!(take_region("buffers").and_then(|m| m.into_region(BUF_SIZE)), "region `buffers`");
+    let driver = need!(sel4_rt::cap::<Notification>("driver").ok_or("missing"), "notification `driver`");
+    let mut state = NicState::new(need!(ServerSide::new(rings, region), "netif server side"));
+    let start = clock.now_micros();
+    let (mac, mtu) = loop {
+        if let LinkState::Up { mac, mtu, .. } = state.side().service() {
+            break (mac, mtu);
+        }
+        let waited = Duration::from_micros(clock.now_micros().saturating_sub(start));
+        if waited >= LINK_WAIT {
+            println!("no driver after {} s: using MAC 52:54:00:12:34:56 until one comes up", LINK_WAIT.as_secs());
+            break (DEFAULT_MAC, 1500);
+        }
+        if state.side().flush().is_ok_and(|n| n == netif::Notify::Signal) {
+            driver.signal();
+        }
+        nic_sleeper.sleep(Some(LINK_WAIT - waited));
+    };
+
+    // 3. The server core and its workers.
+    let cfg = ServerConfig {
+        mac,
+        ipv4: Some(IPV4),
+        ipv6: Some(IPV6),
+        gateway4: Some(GATEWAY4),
+        gateway6: Some(GATEWAY6),
+        workers,
+        tcp_buffer: 32 * 1024,
+        socket_buffer: 32 * 1024,
+        udp_buffer: 16 * 1024,
+        udp_packets: 32,
+        seed: sel4_rt::rdtsc() | 1,
+        ..ServerConfig::default()
+    };
+    let signals: Vec<Arc<dyn Signal>> = worker_sleepers
+        .iter()
+        .filter_map(|s| s.signaller())
+        .map(|s| Arc::new(s) as Arc<dyn Signal>)
+        .collect();
+    if signals.len() != workers {
+        println!("cannot start: every `worker.<n>` notification needs a `worker.<n>.signal` capability");
+        return;
+    }
+    let server: Server<RawMutex> = need!(Server::new(cfg, Arc::new(clock), signals), "server configuration");
+    let nic: &'static Nic = leak(Nic::new(state, driver, &worker_sleepers, server.clone(), mtu));
+    for (i, sleeper) in worker_sleepers.iter().copied().enumerate() {
+        let (rx, tx, flusher) = nic.worker_io(i);
+        let mut worker = need!(server.worker(i, rx, tx), "worker");
+        let name = format!("worker{i}");
+        let core = info.thread(&name).map_or(0, |t| t.core);
+        need!(
+            sel4_rt::thread::spawn(&name, move || {
+                println!("worker {i} running on core {core}");
+                loop {
+                    let delay = worker.poll();
+                    flusher.end_of_iteration();
+                    match delay {
+                        Some(d) if d.is_zero() => {}
+                        d => {
+                            sleeper.sleep(d);
+                        }
+                    }
+                }
+            }),
+            name
+        );
+    }
+
+    // 4. Clients.
+    let registered: &'static [u64] = Box::leak(clients::register_all(&server).into_boxed_slice());
+
+    // 5. IPC threads.
+    let endpoint = need!(sel4_rt::cap::<Endpoint>("net").ok_or("missing"), "endpoint `net`");
+    for i in 0..ipc_threads {
+        let server = server.clone();
+        need!(
+            sel4_rt::thread::spawn(&format!("ipc{i}"), move || clients::serve(server, endpoint, registered)),
+            "IPC thread"
+        );
+    }
+
+    let m = mac;
+    let cores: Vec<u8> = (0..workers).map(|i| info.thread(&format!("worker{i}")).map_or(0, |t| t.core)).collect();
+    println!(
+        "ready: {workers} worker(s) on cores {cores:?}, {ipc_threads} IPC thread(s), clients {registered:?}; {}/{} gw {}, {}/{} gw {}, MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        IPV4.0, IPV4.1, GATEWAY4, IPV6.0, IPV6.1, GATEWAY6, m[0], m[1], m[2], m[3], m[4], m[5]
+    );
+
+    // 6. The rx thread.
+    nic.rx_loop(nic_sleeper)
+}
