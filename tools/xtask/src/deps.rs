@@ -18,17 +18,32 @@ pub enum Need {
     Kernel,
     /// Building the kernel and booting it in QEMU.
     KernelAndQemu,
+    /// All of that, and the host clients in-QEMU tests drive the guest with (curl, socat, nc).
+    KernelQemuAndClients,
 }
 
-/// (program looked up on PATH, Debian package providing it, whether only QEMU runs need it)
-const PROGRAMS: &[(&str, &str, bool)] = &[
-    ("make", "make", false),
-    ("gcc", "gcc", false),
-    ("objcopy", "binutils", false),
-    ("nm", "binutils", false),
-    ("xmllint", "libxml2-utils", false),
-    ("qemu-system-x86_64", "qemu-system-x86", true),
+/// (program looked up on PATH, Debian package providing it, the least need that wants it)
+const PROGRAMS: &[(&str, &str, Need)] = &[
+    ("make", "make", Need::Kernel),
+    ("gcc", "gcc", Need::Kernel),
+    ("objcopy", "binutils", Need::Kernel),
+    ("nm", "binutils", Need::Kernel),
+    ("xmllint", "libxml2-utils", Need::Kernel),
+    ("qemu-system-x86_64", "qemu-system-x86", Need::KernelAndQemu),
+    ("curl", "curl", Need::KernelQemuAndClients),
+    ("socat", "socat", Need::KernelQemuAndClients),
+    ("nc", "netcat-openbsd", Need::KernelQemuAndClients),
 ];
+
+impl Need {
+    fn rank(self) -> u8 {
+        match self {
+            Need::Kernel => 0,
+            Need::KernelAndQemu => 1,
+            Need::KernelQemuAndClients => 2,
+        }
+    }
+}
 
 /// (Python module, Debian package)
 const PY_MODULES: &[(&str, &str)] = &[
@@ -52,8 +67,8 @@ pub fn missing_packages(need: Need) -> Vec<&'static str> {
             missing.push(pkg);
         }
     };
-    for &(prog, pkg, qemu_only) in PROGRAMS {
-        if qemu_only && need != Need::KernelAndQemu {
+    for &(prog, pkg, wanted_by) in PROGRAMS {
+        if wanted_by.rank() > need.rank() {
             continue;
         }
         if find_program(prog).is_none() {

@@ -13,6 +13,7 @@
 
 mod deps;
 mod elf;
+mod hostnet;
 mod image;
 mod kernel;
 mod qemu;
@@ -94,9 +95,22 @@ struct RunArgs {
     /// then the defaults).
     #[arg(long, value_name = "FILE", default_value = "system.toml")]
     system: PathBuf,
-    /// Number of cores QEMU gives the guest; more than 1 boots the SMP kernel (default: 1).
+    /// Number of cores QEMU gives the guest; more than 1 boots the SMP kernel (default: 2, one
+    /// net server worker per core; a test system: its [test] smp).
     #[arg(long, value_name = "N")]
     smp: Option<u32>,
+    /// Host port (on 127.0.0.1) forwarded to the guest's HTTP server, TCP port 80.
+    #[arg(long, value_name = "PORT", default_value_t = 8080)]
+    http_port: u16,
+    /// Host port (on 127.0.0.1) forwarded to the guest's echo server, TCP and UDP port 7.
+    #[arg(long, value_name = "PORT", default_value_t = 7007)]
+    echo_port: u16,
+    /// Write every frame of the guest's network to this pcap file (QEMU filter-dump).
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
+    /// No network device, even if the system has a virtio-net driver.
+    #[arg(long, conflicts_with = "pcap")]
+    no_net: bool,
     /// Stop QEMU after this many seconds (exit code 0); default: run until QEMU exits.
     #[arg(long, value_name = "SECS")]
     timeout: Option<u64>,
@@ -305,7 +319,7 @@ fn build(ws: &Ws, a: BuildArgs) -> Result<()> {
 
 fn run(ws: &Ws, a: RunArgs) -> Result<i32> {
     let sys = load_system(ws, &a.system)?;
-    let smp = a.smp.or(sys.test.as_ref().map(|t| t.smp)).unwrap_or(1);
+    let smp = a.smp.or(sys.test.as_ref().map(|t| t.smp)).unwrap_or(2);
     let variant = if smp > 1 {
         Variant::Smp
     } else {
@@ -345,9 +359,35 @@ fn run(ws: &Ws, a: RunArgs) -> Result<i32> {
         .as_ref()
         .map(|t| t.qemu_args.clone())
         .unwrap_or_default();
+    // The network: a system with the virtio-net driver gets the NIC on QEMU user networking,
+    // with the host forwards to http and echo, unless the arguments already bring a netdev.
+    let has_driver = sys.system.components.iter().any(|c| c.package == "virtio-net");
+    let has_netdev = extra.iter().chain(&a.qemu_args).any(|x| x == "-netdev" || x == "-nic");
+    let mut ready = None;
+    if has_driver && !has_netdev && !a.no_net {
+        let pcap = a.pcap.as_ref().map(|p| std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.clone()));
+        extra.extend(hostnet::user_net_args(
+            &[
+                ("tcp", a.http_port, 80),
+                ("tcp", a.echo_port, 7),
+                ("udp", a.echo_port, 7),
+            ],
+            pcap.as_deref(),
+        ));
+        let mut message = format!(
+            "system ready: http://127.0.0.1:{}/ (also /stats), echo on 127.0.0.1:{} (TCP and UDP)",
+            a.http_port, a.echo_port
+        );
+        if let Some(p) = &pcap {
+            message.push_str(&format!("; frames to {}", p.display()));
+        }
+        ready = Some(("[netserver] ready:".to_string(), message));
+    } else if a.pcap.is_some() {
+        bail!("--pcap needs the default network (a system with a virtio-net driver, no -netdev of your own)");
+    }
     extra.extend(a.qemu_args);
     let cmd = qemu::command(&boot, smp, console, &extra);
-    qemu::run(cmd, console, a.timeout.map(Duration::from_secs))
+    qemu::run(cmd, console, a.timeout.map(Duration::from_secs), ready)
 }
 
 fn check(ws: &Ws, a: CheckArgs) -> Result<i32> {

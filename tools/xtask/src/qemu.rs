@@ -103,17 +103,35 @@ pub fn stop(child: &mut Child) {
 
 /// Boot interactively: the console is this terminal (or our stdout). Returns QEMU's exit code, or
 /// 0 when `timeout` ended it.
-pub fn run(mut cmd: Command, console: Console, timeout: Option<Duration>) -> Result<i32> {
+///
+/// With `ready = Some((fragment, message))` and a plain console, the console is passed through
+/// this process and `message` is printed once a console line contains `fragment` (on a
+/// terminal QEMU owns the console, so the message is printed before the boot instead).
+pub fn run(
+    mut cmd: Command,
+    console: Console,
+    timeout: Option<Duration>,
+    ready: Option<(String, String)>,
+) -> Result<i32> {
     if console == Console::Plain {
         cmd.stdin(Stdio::null());
+        if ready.is_some() {
+            cmd.stdout(Stdio::piped());
+        }
     }
     println!("==> {}", step::show(&cmd));
     if console == Console::Terminal {
         println!("    (serial console on this terminal; Ctrl-A X quits QEMU)");
+        if let Some((fragment, message)) = &ready {
+            println!("    once the console shows `{fragment}`: {message}");
+        }
     }
     let _ = std::io::stdout().flush();
     let start = Instant::now();
     let mut child = cmd.spawn().with_context(|| format!("starting {QEMU}"))?;
+    if let (Some(out), Some((fragment, message))) = (child.stdout.take(), ready) {
+        std::thread::spawn(move || pass_through(out, &fragment, &message));
+    }
     loop {
         if let Some(status) = child.try_wait()? {
             println!(
@@ -131,6 +149,35 @@ pub fn run(mut cmd: Command, console: Console, timeout: Option<Duration>) -> Res
             return Ok(0);
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Copies the console to our stdout and prints `==> message` after the first line containing
+/// `fragment`.
+fn pass_through(mut out: impl Read, fragment: &str, message: &str) {
+    let mut buf = [0u8; 4096];
+    let mut line: Vec<u8> = Vec::new();
+    let mut said = false;
+    let stdout = std::io::stdout();
+    loop {
+        let n = match out.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let mut o = stdout.lock();
+        let _ = o.write_all(&buf[..n]);
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                if !said && String::from_utf8_lossy(&line).contains(fragment) {
+                    said = true;
+                    let _ = writeln!(o, "==> {message}");
+                }
+                line.clear();
+            } else {
+                line.push(b);
+            }
+        }
+        let _ = o.flush();
     }
 }
 
@@ -218,6 +265,36 @@ enum Msg {
     Out(Vec<u8>),
     Err(Vec<u8>),
     Closed,
+    /// The host commands finished: their log, and the first failure.
+    Host(String, Option<String>),
+}
+
+/// Host commands to run once the console shows every `after` fragment.
+pub struct HostRun {
+    pub after: Vec<String>,
+    pub commands: Vec<crate::hostnet::HostCommand>,
+}
+
+fn start_host_commands(commands: Vec<crate::hostnet::HostCommand>, tx: mpsc::Sender<Msg>) {
+    std::thread::spawn(move || {
+        let mut log = String::new();
+        for c in &commands {
+            log.push_str(&format!("[host] $ {}\n", c.run));
+            match crate::hostnet::run_command(c) {
+                Ok(out) => {
+                    log.push_str(&out);
+                    log.push_str("[host] ok\n");
+                }
+                Err((why, out)) => {
+                    log.push_str(&out);
+                    log.push_str(&format!("[host] FAILED: {why}\n"));
+                    let _ = tx.send(Msg::Host(log, Some(format!("host command `{}` {why}", c.run))));
+                    return;
+                }
+            }
+        }
+        let _ = tx.send(Msg::Host(log, None));
+    });
 }
 
 fn reader(mut r: impl Read + Send + 'static, tx: mpsc::Sender<Msg>, out: bool) {
@@ -252,6 +329,7 @@ pub fn watch(
     mut watch: Watch,
     timeout: Duration,
     log_path: &Path,
+    host: Option<HostRun>,
 ) -> Result<(Verdict, String)> {
     let mut log: Vec<u8> = format!("$ {}\n", step::show(&cmd)).into_bytes();
     let start = Instant::now();
@@ -268,10 +346,23 @@ pub fn watch(
     if let Some(e) = child.stderr.take() {
         reader(e, tx.clone(), false);
     }
-    drop(tx);
+    let host_tx = tx;
+    // Host commands: not started yet (Some), running or done (None); their result once known.
+    let mut host = host.filter(|h| !h.commands.is_empty());
+    let mut host_pending = host.is_some();
+    let mut console_pass = false;
     let mut open = 2;
     let verdict = loop {
+        if console_pass && !host_pending {
+            break Verdict::Pass;
+        }
         let left = timeout.saturating_sub(start.elapsed());
+        if left.is_zero() && console_pass {
+            break Verdict::Fail(format!(
+                "timeout after {} s: the host commands did not finish",
+                timeout.as_secs()
+            ));
+        }
         if left.is_zero() {
             break Verdict::Fail(format!(
                 "timeout after {} s; never saw: {}",
@@ -287,8 +378,25 @@ pub fn watch(
         match rx.recv_timeout(left) {
             Ok(Msg::Out(chunk)) => {
                 log.extend_from_slice(&chunk);
-                if let Some(v) = watch.feed(&chunk) {
-                    break v;
+                match watch.feed(&chunk) {
+                    Some(Verdict::Pass) => console_pass = true,
+                    Some(v) => break v,
+                    None => {}
+                }
+                if let Some(h) = &host {
+                    let text = String::from_utf8_lossy(&log);
+                    if h.after.iter().all(|f| text.contains(f.as_str())) {
+                        if let Some(h) = host.take() {
+                            start_host_commands(h.commands, host_tx.clone());
+                        }
+                    }
+                }
+            }
+            Ok(Msg::Host(text, failure)) => {
+                log.extend_from_slice(text.as_bytes());
+                host_pending = false;
+                if let Some(why) = failure {
+                    break Verdict::Fail(why);
                 }
             }
             Ok(Msg::Err(chunk)) => {
@@ -328,6 +436,7 @@ pub fn watch(
                 log.extend_from_slice(&c);
             }
             Msg::Closed => {}
+            Msg::Host(t, _) => log.extend_from_slice(t.as_bytes()),
         }
     }
     let text = String::from_utf8_lossy(&log).into_owned();
@@ -409,10 +518,51 @@ mod tests {
             w(expect),
             Duration::from_millis(timeout_ms),
             &log,
+            None,
         )
         .unwrap();
         let _ = std::fs::remove_file(log);
         r
+    }
+
+    fn watched_with_host(script: &str, commands: &[(&str, &str)]) -> (Verdict, String) {
+        let log = std::env::temp_dir().join(format!("xtask-watch-host-{}-{}.log", std::process::id(), script.len()));
+        let host = HostRun {
+            after: vec!["guest ready".into()],
+            commands: commands
+                .iter()
+                .map(|(run, expect)| crate::hostnet::HostCommand {
+                    run: run.to_string(),
+                    expect: vec![expect.to_string()],
+                    timeout: 10,
+                })
+                .collect(),
+        };
+        let r = watch(sh(script), w(&["guest ready"]), Duration::from_secs(20), &log, Some(host)).unwrap();
+        let _ = std::fs::remove_file(log);
+        r
+    }
+
+    #[test]
+    fn host_commands_run_after_the_ready_line_and_decide_the_verdict() {
+        // The "guest" writes a file only after it printed its ready line; the host command can
+        // only succeed if it ran after that line.
+        let dir = std::env::temp_dir().join(format!("xtask-host-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let flag = dir.join("flag");
+        let _ = std::fs::remove_file(&flag);
+        let script = format!("sleep 0.3; echo 'guest ready'; touch {}; exec sleep 30", flag.display());
+        let check = format!("sleep 0.5; test -f {} && echo seen-it", flag.display());
+        let (v, log) = watched_with_host(&script, &[(&check, "seen-it"), ("echo second", "second")]);
+        assert_eq!(v, Verdict::Pass, "{log}");
+        assert!(log.contains("[host] $ echo second") && log.contains("[host] ok"), "{log}");
+        // A failing command fails the test, naming the command.
+        let (v, _) = watched_with_host("echo 'guest ready'; exec sleep 30", &[("echo nope", "yes")]);
+        assert!(matches!(v, Verdict::Fail(ref m) if m.contains("echo nope") && m.contains("lacks")), "{v:?}");
+        // Commands never start without the ready line: the console alone cannot pass.
+        let (v, _) = watched_with_host("echo 'guest ready'; exit 0", &[("sleep 2; echo late", "late")]);
+        assert!(matches!(v, Verdict::Fail(_)), "{v:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

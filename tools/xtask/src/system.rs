@@ -44,8 +44,17 @@ pub struct TestSpec {
     #[serde(default)]
     pub description: String,
     /// Extra QEMU arguments (devices, networks), appended to the standard command line.
+    /// `{port:NAME}` stands for a host port chosen free at run time (the same NAME, the same
+    /// port, here and in `host` commands).
     #[serde(default)]
     pub qemu_args: Vec<String>,
+    /// Host commands (real clients: curl, socat) run one after the other once every fragment
+    /// of `host_after` has appeared on the console; each must succeed for the test to pass.
+    #[serde(default)]
+    pub host: Vec<crate::hostnet::HostCommand>,
+    /// Console fragments that say the guest is ready for the `host` commands.
+    #[serde(default)]
+    pub host_after: Vec<String>,
 }
 
 fn default_kernel() -> Variant {
@@ -180,6 +189,12 @@ fn check_spec(spec: &TestSpec) -> Vec<String> {
     if spec.timeout == 0 {
         p.push("[test]: `timeout` must be at least 1 second".into());
     }
+    if !spec.host.is_empty() && spec.host_after.iter().all(|f| f.trim().is_empty()) {
+        p.push("[test]: `host` commands need `host_after` (console fragments saying the guest is ready)".into());
+    }
+    if spec.host.iter().any(|c| c.run.trim().is_empty() || c.timeout == 0) {
+        p.push("[test]: every `host` command needs a non-empty `run` and a timeout of at least 1 s".into());
+    }
     p
 }
 
@@ -297,6 +312,21 @@ mod tests {
                 .iter()
                 .any(|e| e.contains("[test]"))
         );
+    }
+
+    #[test]
+    fn host_commands_need_a_ready_fragment() {
+        let with_host = GOOD.replace(
+            "description = \"two components talk\"",
+            "description = \"x\"\nhost = [{ run = \"curl -s http://127.0.0.1:{port:http}/\", expect = [\"<html\"] }]",
+        );
+        assert!(problems(&with_host).iter().any(|e| e.contains("host_after")));
+        let ok = with_host.replace("description = \"x\"", "description = \"x\"\nhost_after = [\"ready\"]");
+        let (_, test) = parse_text(&ok).unwrap();
+        let test = test.unwrap();
+        assert_eq!(test.host.len(), 1);
+        assert_eq!(test.host[0].timeout, 60);
+        assert_eq!(test.host_after, ["ready"]);
     }
 
     #[test]

@@ -171,7 +171,24 @@ fn qemu_test(
         e.insert(kernel::build(ws, spec.kernel)?);
     }
     let boot = image::build(ws, sys, &kernels[&spec.kernel])?;
-    let cmd = qemu::command(&boot, spec.smp, Console::Plain, &spec.qemu_args);
+    // Host ports chosen now, the same in QEMU's forwards and in the host commands.
+    let mut ports = BTreeMap::new();
+    let qemu_args = spec
+        .qemu_args
+        .iter()
+        .map(|a| crate::hostnet::substitute_ports(a, &mut ports))
+        .collect::<Result<Vec<_>>>()?;
+    let mut commands = Vec::new();
+    for c in &spec.host {
+        let mut c = c.clone();
+        c.run = crate::hostnet::substitute_ports(&c.run, &mut ports)?;
+        commands.push(c);
+    }
+    let host = (!commands.is_empty()).then(|| qemu::HostRun {
+        after: spec.host_after.clone(),
+        commands,
+    });
+    let cmd = qemu::command(&boot, spec.smp, Console::Plain, &qemu_args);
     println!(
         "==> boot {} ({}, -smp {}, timeout {} s)",
         sys.name, spec.kernel, spec.smp, spec.timeout
@@ -182,7 +199,8 @@ fn qemu_test(
         .join("qemu-logs")
         .join(format!("{}.log", sys.name));
     let watch = Watch::new(spec.expect.clone(), spec.fail_patterns());
-    let (verdict, text) = qemu::watch(cmd, watch, Duration::from_secs(spec.timeout), &log)?;
+    let (verdict, text) =
+        qemu::watch(cmd, watch, Duration::from_secs(spec.timeout), &log, host)?;
     if let Verdict::Fail(why) = &verdict {
         eprintln!("---- console of {} ({why}) ----", sys.name);
         eprint!("{text}");
@@ -263,7 +281,14 @@ pub fn test(
             ws.root.join("tests/qemu").display()
         );
     } else {
-        crate::deps::ensure(crate::deps::Need::KernelAndQemu)?;
+        let clients = systems
+            .iter()
+            .any(|s| s.test.as_ref().is_some_and(|t| !t.host.is_empty()));
+        crate::deps::ensure(if clients {
+            crate::deps::Need::KernelQemuAndClients
+        } else {
+            crate::deps::Need::KernelAndQemu
+        })?;
     }
     let mut kernels = BTreeMap::new();
     for sys in &systems {
