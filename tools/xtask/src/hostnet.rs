@@ -44,7 +44,10 @@ pub fn user_net_args(forwards: &[(&str, u16, u16)], pcap: Option<&std::path::Pat
     ];
     if let Some(p) = pcap {
         args.push("-object".into());
-        args.push(format!("filter-dump,id=pcap0,netdev=n0,file={}", p.display()));
+        args.push(format!(
+            "filter-dump,id=pcap0,netdev=n0,file={}",
+            p.display()
+        ));
     }
     args
 }
@@ -73,7 +76,11 @@ pub fn substitute_ports(text: &str, ports: &mut BTreeMap<String, u16>) -> Result
             bail!("unterminated `{{port:` in {text:?}");
         };
         let name = &after[..end];
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
             bail!("bad port name {name:?} in {text:?}");
         }
         let port = match ports.get(name) {
@@ -135,7 +142,11 @@ pub fn run_command(c: &HostCommand) -> std::result::Result<String, (String, Stri
     };
     let stdout = String::from_utf8_lossy(&out_t.join().unwrap_or_default()).into_owned();
     let stderr = String::from_utf8_lossy(&err_t.join().unwrap_or_default()).into_owned();
-    let output = if stderr.trim().is_empty() { stdout.clone() } else { format!("{stdout}[stderr] {stderr}") };
+    let output = if stderr.trim().is_empty() {
+        stdout.clone()
+    } else {
+        format!("{stdout}[stderr] {stderr}")
+    };
     match status {
         None => Err((format!("did not finish within {} s", c.timeout), output)),
         Some(s) if !s.success() => Err((format!("exited with {s}"), output)),
@@ -153,15 +164,25 @@ mod tests {
     #[test]
     fn ports_are_substituted_consistently() {
         let mut ports = BTreeMap::new();
-        let a = substitute_ports("hostfwd=tcp:127.0.0.1:{port:http}-:80,x={port:echo}", &mut ports).unwrap();
+        let a = substitute_ports(
+            "hostfwd=tcp:127.0.0.1:{port:http}-:80,x={port:echo}",
+            &mut ports,
+        )
+        .unwrap();
         let b = substitute_ports("curl http://127.0.0.1:{port:http}/", &mut ports).unwrap();
         let http = ports["http"];
         assert_ne!(http, ports["echo"]);
-        assert_eq!(a, format!("hostfwd=tcp:127.0.0.1:{http}-:80,x={}", ports["echo"]));
+        assert_eq!(
+            a,
+            format!("hostfwd=tcp:127.0.0.1:{http}-:80,x={}", ports["echo"])
+        );
         assert_eq!(b, format!("curl http://127.0.0.1:{http}/"));
         assert!(substitute_ports("{port:", &mut ports).is_err());
         assert!(substitute_ports("{port:a b}", &mut ports).is_err());
-        assert_eq!(substitute_ports("no ports", &mut ports).unwrap(), "no ports");
+        assert_eq!(
+            substitute_ports("no ports", &mut ports).unwrap(),
+            "no ports"
+        );
     }
 
     #[test]
@@ -172,15 +193,30 @@ mod tests {
             timeout,
         };
         assert!(run_command(&c("echo hello world", &["hello"], 5)).is_ok());
-        assert!(run_command(&c("echo hello", &["bye"], 5)).unwrap_err().0.contains("lacks"));
-        assert!(run_command(&c("exit 3", &[], 5)).unwrap_err().0.contains("exited"));
-        assert!(run_command(&c("sleep 5", &[], 1)).unwrap_err().0.contains("within"));
+        assert!(run_command(&c("echo hello", &["bye"], 5))
+            .unwrap_err()
+            .0
+            .contains("lacks"));
+        assert!(run_command(&c("exit 3", &[], 5))
+            .unwrap_err()
+            .0
+            .contains("exited"));
+        assert!(run_command(&c("sleep 5", &[], 1))
+            .unwrap_err()
+            .0
+            .contains("within"));
     }
 
     #[test]
     fn user_net_args_forward_to_localhost() {
-        let a = user_net_args(&[("tcp", 8080, 80), ("udp", 7007, 7)], Some(std::path::Path::new("x.pcap")));
-        assert_eq!(a[3], "user,id=n0,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=udp:127.0.0.1:7007-:7");
+        let a = user_net_args(
+            &[("tcp", 8080, 80), ("udp", 7007, 7)],
+            Some(std::path::Path::new("x.pcap")),
+        );
+        assert_eq!(
+            a[3],
+            "user,id=n0,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=udp:127.0.0.1:7007-:7"
+        );
         assert_eq!(a[5], "filter-dump,id=pcap0,netdev=n0,file=x.pcap");
     }
 }

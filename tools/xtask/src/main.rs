@@ -361,11 +361,22 @@ fn run(ws: &Ws, a: RunArgs) -> Result<i32> {
         .unwrap_or_default();
     // The network: a system with the virtio-net driver gets the NIC on QEMU user networking,
     // with the host forwards to http and echo, unless the arguments already bring a netdev.
-    let has_driver = sys.system.components.iter().any(|c| c.package == "virtio-net");
-    let has_netdev = extra.iter().chain(&a.qemu_args).any(|x| x == "-netdev" || x == "-nic");
+    let has_driver = sys
+        .system
+        .components
+        .iter()
+        .any(|c| c.package == "virtio-net");
+    let has_netdev = extra
+        .iter()
+        .chain(&a.qemu_args)
+        .any(|x| x == "-netdev" || x == "-nic");
     let mut ready = None;
     if has_driver && !has_netdev && !a.no_net {
-        let pcap = a.pcap.as_ref().map(|p| std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.clone()));
+        let pcap = a.pcap.as_ref().map(|p| {
+            std::env::current_dir()
+                .map(|d| d.join(p))
+                .unwrap_or_else(|_| p.clone())
+        });
         extra.extend(hostnet::user_net_args(
             &[
                 ("tcp", a.http_port, 80),

@@ -288,7 +288,10 @@ fn start_host_commands(commands: Vec<crate::hostnet::HostCommand>, tx: mpsc::Sen
                 Err((why, out)) => {
                     log.push_str(&out);
                     log.push_str(&format!("[host] FAILED: {why}\n"));
-                    let _ = tx.send(Msg::Host(log, Some(format!("host command `{}` {why}", c.run))));
+                    let _ = tx.send(Msg::Host(
+                        log,
+                        Some(format!("host command `{}` {why}", c.run)),
+                    ));
                     return;
                 }
             }
@@ -526,7 +529,11 @@ mod tests {
     }
 
     fn watched_with_host(script: &str, commands: &[(&str, &str)]) -> (Verdict, String) {
-        let log = std::env::temp_dir().join(format!("xtask-watch-host-{}-{}.log", std::process::id(), script.len()));
+        let log = std::env::temp_dir().join(format!(
+            "xtask-watch-host-{}-{}.log",
+            std::process::id(),
+            script.len()
+        ));
         let host = HostRun {
             after: vec!["guest ready".into()],
             commands: commands
@@ -538,7 +545,14 @@ mod tests {
                 })
                 .collect(),
         };
-        let r = watch(sh(script), w(&["guest ready"]), Duration::from_secs(20), &log, Some(host)).unwrap();
+        let r = watch(
+            sh(script),
+            w(&["guest ready"]),
+            Duration::from_secs(20),
+            &log,
+            Some(host),
+        )
+        .unwrap();
         let _ = std::fs::remove_file(log);
         r
     }
@@ -551,16 +565,30 @@ mod tests {
         let _ = std::fs::create_dir_all(&dir);
         let flag = dir.join("flag");
         let _ = std::fs::remove_file(&flag);
-        let script = format!("sleep 0.3; echo 'guest ready'; touch {}; exec sleep 30", flag.display());
+        let script = format!(
+            "sleep 0.3; echo 'guest ready'; touch {}; exec sleep 30",
+            flag.display()
+        );
         let check = format!("sleep 0.5; test -f {} && echo seen-it", flag.display());
-        let (v, log) = watched_with_host(&script, &[(&check, "seen-it"), ("echo second", "second")]);
+        let (v, log) =
+            watched_with_host(&script, &[(&check, "seen-it"), ("echo second", "second")]);
         assert_eq!(v, Verdict::Pass, "{log}");
-        assert!(log.contains("[host] $ echo second") && log.contains("[host] ok"), "{log}");
+        assert!(
+            log.contains("[host] $ echo second") && log.contains("[host] ok"),
+            "{log}"
+        );
         // A failing command fails the test, naming the command.
-        let (v, _) = watched_with_host("echo 'guest ready'; exec sleep 30", &[("echo nope", "yes")]);
-        assert!(matches!(v, Verdict::Fail(ref m) if m.contains("echo nope") && m.contains("lacks")), "{v:?}");
+        let (v, _) =
+            watched_with_host("echo 'guest ready'; exec sleep 30", &[("echo nope", "yes")]);
+        assert!(
+            matches!(v, Verdict::Fail(ref m) if m.contains("echo nope") && m.contains("lacks")),
+            "{v:?}"
+        );
         // Commands never start without the ready line: the console alone cannot pass.
-        let (v, _) = watched_with_host("echo 'guest ready'; exit 0", &[("sleep 2; echo late", "late")]);
+        let (v, _) = watched_with_host(
+            "echo 'guest ready'; exit 0",
+            &[("sleep 2; echo late", "late")],
+        );
         assert!(matches!(v, Verdict::Fail(_)), "{v:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -192,8 +192,15 @@ fn check_spec(spec: &TestSpec) -> Vec<String> {
     if !spec.host.is_empty() && spec.host_after.iter().all(|f| f.trim().is_empty()) {
         p.push("[test]: `host` commands need `host_after` (console fragments saying the guest is ready)".into());
     }
-    if spec.host.iter().any(|c| c.run.trim().is_empty() || c.timeout == 0) {
-        p.push("[test]: every `host` command needs a non-empty `run` and a timeout of at least 1 s".into());
+    if spec
+        .host
+        .iter()
+        .any(|c| c.run.trim().is_empty() || c.timeout == 0)
+    {
+        p.push(
+            "[test]: every `host` command needs a non-empty `run` and a timeout of at least 1 s"
+                .into(),
+        );
     }
     p
 }
@@ -320,8 +327,13 @@ mod tests {
             "description = \"two components talk\"",
             "description = \"x\"\nhost = [{ run = \"curl -s http://127.0.0.1:{port:http}/\", expect = [\"<html\"] }]",
         );
-        assert!(problems(&with_host).iter().any(|e| e.contains("host_after")));
-        let ok = with_host.replace("description = \"x\"", "description = \"x\"\nhost_after = [\"ready\"]");
+        assert!(problems(&with_host)
+            .iter()
+            .any(|e| e.contains("host_after")));
+        let ok = with_host.replace(
+            "description = \"x\"",
+            "description = \"x\"\nhost_after = [\"ready\"]",
+        );
         let (_, test) = parse_text(&ok).unwrap();
         let test = test.unwrap();
         assert_eq!(test.host.len(), 1);

@@ -199,8 +199,7 @@ fn qemu_test(
         .join("qemu-logs")
         .join(format!("{}.log", sys.name));
     let watch = Watch::new(spec.expect.clone(), spec.fail_patterns());
-    let (verdict, text) =
-        qemu::watch(cmd, watch, Duration::from_secs(spec.timeout), &log, host)?;
+    let (verdict, text) = qemu::watch(cmd, watch, Duration::from_secs(spec.timeout), &log, host)?;
     if let Verdict::Fail(why) = &verdict {
         eprintln!("---- console of {} ({why}) ----", sys.name);
         eprint!("{text}");
