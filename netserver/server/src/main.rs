@@ -41,8 +41,10 @@ use time::{Sleeper, Timer, TscClock};
 
 sel4_rt::component_main!(main);
 
-/// QEMU user networking (slirp): the guest's address, the gateway (the host), and slirp's
-/// default IPv6 prefix fec0::/64 with the host at fec0::2.
+/// Defaults for QEMU user networking (slirp): the guest's address, the gateway (the host), and
+/// slirp's default IPv6 prefix fec0::/64 with the host at fec0::2. The description's
+/// `[component.config]` may override each: `ipv4 = "10.0.2.15/24"`, `gateway4 = "10.0.2.2"`,
+/// `ipv6 = "fec0::15/64"`, `gateway6 = "fec0::2"` (`"none"` turns a family or a gateway off).
 const IPV4: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 0, 2, 15), 24);
 const GATEWAY4: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
 const IPV6: (Ipv6Addr, u8) = (Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0x15), 64);
@@ -69,6 +71,32 @@ macro_rules! need {
 /// Threads of this component named `<prefix><n>` for n = 0, 1, ... (stops at the first gap).
 fn numbered_threads(info: &StartInfo, prefix: &str) -> usize {
     (0..MAX_WORKERS).take_while(|i| info.thread(&format!("{prefix}{i}")).is_some()).count()
+}
+
+/// `"addr/prefix"` from the component's configuration, `default` when absent, `None` for
+/// `"none"`; a malformed value is reported and the default used.
+fn config_cidr<A: core::str::FromStr + Copy>(key: &str, default: (A, u8), max: u8) -> Option<(A, u8)> {
+    let Some(text) = sel4_rt::config(key) else { return Some(default) };
+    if text == "none" {
+        return None;
+    }
+    let parsed = text.split_once('/').and_then(|(a, p)| Some((a.parse().ok()?, p.parse::<u8>().ok().filter(|p| *p <= max)?)));
+    if parsed.is_none() {
+        println!("config `{key}` = {text:?} is not address/prefix; using the default");
+    }
+    Some(parsed.unwrap_or(default))
+}
+
+/// An address from the configuration (see [`config_cidr`]).
+fn config_addr<A: core::str::FromStr + Copy>(key: &str, default: A) -> Option<A> {
+    let Some(text) = sel4_rt::config(key) else { return Some(default) };
+    if text == "none" {
+        return None;
+    }
+    Some(text.parse().unwrap_or_else(|_| {
+        println!("config `{key}` = {text:?} is not an address; using the default");
+        default
+    }))
 }
 
 fn leak<T>(v: T) -> &'static T {
@@ -119,12 +147,14 @@ fn main(info: &'static StartInfo) {
     };
 
     // 3. The server core and its workers.
+    let (ipv4, ipv6) = (config_cidr("ipv4", IPV4, 32), config_cidr("ipv6", IPV6, 128));
+    let (gateway4, gateway6) = (config_addr("gateway4", GATEWAY4), config_addr("gateway6", GATEWAY6));
     let cfg = ServerConfig {
         mac,
-        ipv4: Some(IPV4),
-        ipv6: Some(IPV6),
-        gateway4: Some(GATEWAY4),
-        gateway6: Some(GATEWAY6),
+        ipv4,
+        ipv6,
+        gateway4,
+        gateway6,
         workers,
         tcp_buffer: 32 * 1024,
         socket_buffer: 32 * 1024,
@@ -182,9 +212,14 @@ fn main(info: &'static StartInfo) {
 
     let m = mac;
     let cores: Vec<u8> = (0..workers).map(|i| info.thread(&format!("worker{i}")).map_or(0, |t| t.core)).collect();
+    let show = |a: Option<alloc::string::String>| a.unwrap_or_else(|| "none".into());
     println!(
-        "ready: {workers} worker(s) on cores {cores:?}, {ipc_threads} IPC thread(s), clients {registered:?}; {}/{} gw {}, {}/{} gw {}, MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        IPV4.0, IPV4.1, GATEWAY4, IPV6.0, IPV6.1, GATEWAY6, m[0], m[1], m[2], m[3], m[4], m[5]
+        "ready: {workers} worker(s) on cores {cores:?}, {ipc_threads} IPC thread(s), clients {registered:?}; {} gw {}, {} gw {}, MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        show(ipv4.map(|(a, p)| format!("{a}/{p}"))),
+        show(gateway4.map(|a| format!("{a}"))),
+        show(ipv6.map(|(a, p)| format!("{a}/{p}"))),
+        show(gateway6.map(|a| format!("{a}"))),
+        m[0], m[1], m[2], m[3], m[4], m[5]
     );
 
     // 6. The rx thread.
