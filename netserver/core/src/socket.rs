@@ -73,6 +73,23 @@ impl ByteRing {
         }
     }
 
+    /// Makes room for at least `additional` more bytes, growing the capacity if needed and
+    /// keeping what is stored.
+    pub fn reserve(&mut self, additional: usize) {
+        let need = self.len.saturating_add(additional);
+        if need <= self.cap {
+            return;
+        }
+        if self.len > 0 {
+            let mut buf = alloc::vec![0u8; need];
+            let n = self.pop_into(&mut buf);
+            self.buf = buf;
+            self.head = 0;
+            self.len = n;
+        }
+        self.cap = need;
+    }
+
     fn storage(&mut self) -> usize {
         if self.len == 0 && self.buf.len() != self.cap {
             self.buf = alloc::vec![0u8; self.cap];
@@ -418,6 +435,23 @@ mod tests {
         let n = r.fill(10, |dst| dst.len().min(3));
         assert_eq!(n, 3);
         assert_eq!(r.len(), 3);
+    }
+
+    #[test]
+    fn reserve_grows_and_keeps_the_data() {
+        let mut r = ByteRing::new(8);
+        assert_eq!(r.push(b"abcdef"), 6);
+        let mut out = [0u8; 4];
+        assert_eq!(r.pop_into(&mut out), 4);
+        assert_eq!(r.push(b"ghijkl"), 6); // wraps; full
+        r.reserve(5);
+        assert_eq!((r.len(), r.free(), r.capacity()), (8, 5, 13));
+        assert_eq!(r.push(b"mnopqrs"), 5);
+        let mut out = [0u8; 13];
+        assert_eq!(r.pop_into(&mut out), 13);
+        assert_eq!(&out, b"efghijklmnopq");
+        r.reserve(4); // already room: unchanged
+        assert_eq!(r.capacity(), 13);
     }
 
     #[test]

@@ -803,6 +803,12 @@ impl<R: RawLock, Rx: FrameRx, Tx: FrameTx> Worker<R, Rx, Tx> {
                 if rx.shut {
                     while s.recv(|b| (b.len(), ())).is_ok_and(|()| s.recv_queue() > 0) {}
                 } else {
+                    if matches!(st, tcp::State::TimeWait | tcp::State::Closed) {
+                        // The connection is over and the socket is detached below: what smoltcp
+                        // still holds (the stream was full) moves now or never. The stream grows
+                        // by at most one smoltcp buffer for it, once.
+                        rx.stream.reserve(s.recv_queue());
+                    }
                     for _ in 0..2 {
                         let free = rx.stream.free();
                         if free == 0 || !s.can_recv() {

@@ -339,3 +339,42 @@ fn orphan_in_fin_wait_2_is_reaped() {
     assert!(eventually(Duration::from_secs(5), || n.a.server.ports_in_use() == 0 && n.a.server.live_flows() == 0));
     drop(peer);
 }
+
+#[test]
+fn data_before_the_peers_fin_survives_the_end_of_the_connection() {
+    // This side shuts down its sending side first, stops reading, and the peer sends more than
+    // this side's socket buffer holds, then closes. The rest waits in smoltcp's receive buffer
+    // when the connection reaches TIME-WAIT and the flow goes: every byte must still be read
+    // before EOF.
+    let n = net(Impairments::default());
+    let ca = client(&n.a.server);
+    let cb = client(&n.b.server);
+    let l = TcpListener::bind(&cb, addr4(1, 8900)).unwrap();
+    let s = TcpStream::connect(&ca, addr4(1, 8900)).unwrap();
+    let (peer, _) = l.accept().unwrap();
+    s.shutdown(libsock::Shutdown::Write).unwrap();
+    let mut b = [0u8; 1];
+    assert_eq!(peer.read(&mut b).unwrap(), 0, "the half-close reached the peer");
+    let payload = pattern(9, config(0).socket_buffer + 20_000);
+    peer.write_all(&payload).unwrap();
+    drop(peer); // FIN after the data
+    // Both ends are done (the peer's FIN acknowledged, this side's TIME-WAIT over) before a byte
+    // is read here.
+    assert!(
+        eventually(Duration::from_secs(10), || n.a.server.live_flows() == 0 && n.b.server.live_flows() == 0),
+        "flows left: {} + {}",
+        n.a.server.live_flows(),
+        n.b.server.live_flows()
+    );
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let k = s.read(&mut buf).expect("read");
+        if k == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..k]);
+    }
+    assert_eq!(got.len(), payload.len(), "bytes before EOF");
+    assert!(got == payload, "the data differs");
+}
