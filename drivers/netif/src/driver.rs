@@ -131,8 +131,19 @@ impl<'a> DriverSide<'a> {
     /// it with `mac` and `mtu`, and attach. Call it after resetting the device (so no DMA from
     /// a previous incarnation is in flight), then signal the server. Returns the epoch.
     pub fn init(&mut self, mac: [u8; 6], mtu: u16) -> Result<NonZeroU32, NetifError> {
-        let newest = self.rings.all().iter().map(|r| r.epoch()).fold(self.rings.info.epoch(), u32::max);
-        let epoch = NonZeroU32::new(newest.wrapping_add(1)).unwrap_or(NonZeroU32::MIN);
+        // The epoch after the newest one found, skipping 0 and every epoch still in the region.
+        // The epochs are untrusted: one written as `u32::MAX` makes `newest + 1` wrap, and a
+        // wrapped epoch equal to the one the server is still attached to would look like no
+        // restart at all (the server would keep its old loans, MAC and MTU).
+        let info = self.rings.info.epoch();
+        let rings = self.rings.all().map(|r| r.epoch());
+        let in_use = |e: u32| e == 0 || e == info || rings.contains(&e);
+        let mut epoch = rings.iter().copied().fold(info, u32::max).wrapping_add(1);
+        while in_use(epoch) {
+            // At most 6 values are excluded, so this ends within 6 steps.
+            epoch = epoch.wrapping_add(1);
+        }
+        let epoch = NonZeroU32::new(epoch).unwrap_or(NonZeroU32::MIN);
         self.ends = None;
         self.rings.info.begin();
         for ring in self.rings.all() {

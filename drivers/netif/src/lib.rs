@@ -79,14 +79,16 @@
 //!
 //! The **driver** initialises the rings: at start (and after being restarted) it resets its
 //! device first — which stops all DMA into buffers of the previous incarnation — and then
-//! [`DriverSide::init`] picks an epoch newer than anything in the region, re-initialises the
+//! [`DriverSide::init`] picks an epoch newer than anything in the region (after `u32::MAX` it
+//! wraps, skipping 0 and every epoch still found in the region), re-initialises the
 //! four rings with it and publishes it, with the MAC address, in the [`DeviceInfo`] block.
-//! The server sees [`RingError::EpochChanged`] (or notices the new epoch in
-//! [`ServerSide::service`]), takes back every buffer it had lent, re-attaches to all four rings,
-//! re-posts its receive buffers and resumes transmitting. Frames that were in flight are lost
+//! The server sees [`RingError::EpochChanged`] (or notices the new epoch — or, should a wrapped
+//! epoch repeat one it is still on, a different info block — in [`ServerSide::service`]), takes
+//! back every buffer it had lent, re-attaches to all four rings, re-posts its receive buffers and
+//! resumes transmitting. Frames that were in flight are lost
 //! (as on a NIC reset); buffers the net server held (frames being read, transmit buffers being
 //! filled) stay valid across the restart. A driver that broke the protocol is marked faulty and
-//! ignored until it is restarted (a new epoch).
+//! ignored until it is restarted (a new epoch, or a different info block).
 #![no_std]
 #![forbid(unsafe_code)]
 

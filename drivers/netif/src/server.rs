@@ -67,7 +67,8 @@ pub enum LinkState {
         /// The MTU the driver published.
         mtu: u16,
     },
-    /// The driver of `epoch` broke the protocol; it is ignored until a new epoch appears.
+    /// The driver of `epoch` broke the protocol; it is ignored until it restarts (publishes a
+    /// different info block: normally a new epoch).
     Faulty {
         /// The epoch that misbehaved.
         epoch: u32,
@@ -144,6 +145,9 @@ pub struct ServerSide<'a> {
     loans: [Loan; NUM_BUFFERS],
     ends: Option<Ends<'a>>,
     state: LinkState,
+    /// The info block (epoch, MAC, MTU) of the driver incarnation last attached to or declared
+    /// faulty: a block that reads otherwise is another incarnation, even under the same epoch.
+    incarnation: Option<(u32, [u8; 6], u16)>,
     ever_attached: bool,
     rx_target: u32,
     rx_lent: u32,
@@ -174,6 +178,7 @@ impl<'a> ServerSide<'a> {
             loans: [Loan::None; NUM_BUFFERS],
             ends: None,
             state: LinkState::Down,
+            incarnation: None,
             ever_attached: false,
             rx_target,
             rx_lent: 0,
@@ -210,13 +215,18 @@ impl<'a> ServerSide<'a> {
     }
 
     /// Do the housekeeping a driver signal asks for: attach to the driver's epoch if not
-    /// attached (after a restart: take back every loan first, then re-post receive buffers),
+    /// attached, or if the info block no longer reads as it did when this side attached — the
+    /// driver re-initialised, perhaps with the same epoch (after a restart: take back every
+    /// loan first, then re-post receive buffers),
     /// take back sent buffers from `tx_done`, and top up `rx_free` to the receive target.
     /// Returns the link state. Follow it with [`flush`](Self::flush).
     pub fn service(&mut self) -> LinkState {
         // Twice at most: a pass that finds the driver restarted detaches, and the second pass
         // attaches to the new epoch.
         for _ in 0..2 {
+            if !self.info_is_current() {
+                self.detach();
+            }
             if self.ends.is_none() && !self.try_attach() {
                 break;
             }
@@ -386,15 +396,14 @@ impl<'a> ServerSide<'a> {
         }
     }
 
-    /// Attach to all four rings if the driver has published a consistent epoch that is not the
-    /// one already declared faulty. Returns whether it attached.
+    /// Attach to all four rings if the driver has published a consistent info block that is not
+    /// the one of the incarnation already declared faulty. Returns whether it attached.
     fn try_attach(&mut self) -> bool {
-        let Some((epoch, mac, mtu)) = self.rings.info.read() else { return false };
-        if let LinkState::Faulty { epoch: bad, .. } = self.state {
-            if bad == epoch {
-                return false;
-            }
+        let Some(info) = self.rings.info.read() else { return false };
+        if matches!(self.state, LinkState::Faulty { .. }) && self.incarnation == Some(info) {
+            return false;
         }
+        let (epoch, mac, mtu) = info;
         let attach = || -> Result<Ends<'a>, RingError> {
             Ok(Ends {
                 epoch,
@@ -409,6 +418,7 @@ impl<'a> ServerSide<'a> {
             Err(e) if e.is_peer_fault() => {
                 self.stats.faults += 1;
                 self.state = LinkState::Faulty { epoch, error: NetifError::Ring(e) };
+                self.incarnation = Some(info);
                 return false;
             }
             Err(_) => return false, // not ready: the driver is still initialising
@@ -425,8 +435,25 @@ impl<'a> ServerSide<'a> {
         self.ever_attached = true;
         self.ends = Some(ends);
         self.state = LinkState::Up { epoch, mac, mtu };
+        self.incarnation = Some(info);
         self.refill_rx();
         true
+    }
+
+    /// Whether the info block still says what this side attached to (always true when not
+    /// attached). The driver writes the block only while (re)initialising, and a driver that
+    /// restarts with the epoch this side is attached to — it can only choose from what the
+    /// region holds, which may have been overwritten — leaves every ring looking unchanged: a
+    /// different MAC or MTU, or a block that is being rewritten, is then the only sign.
+    fn info_is_current(&self) -> bool {
+        self.ends.is_none() || self.rings.info.read() == self.incarnation
+    }
+
+    /// Leave the attached epoch as after a restart: every loan comes home.
+    fn detach(&mut self) {
+        self.ends = None;
+        self.state = LinkState::Down;
+        self.reclaim_all();
     }
 
     fn reclaim_all(&mut self) {
@@ -443,9 +470,7 @@ impl<'a> ServerSide<'a> {
     fn ring_failure(&mut self, e: RingError) -> Result<(), NetifError> {
         match e {
             RingError::EpochChanged { .. } | RingError::NotReady => {
-                self.ends = None;
-                self.state = LinkState::Down;
-                self.reclaim_all();
+                self.detach();
                 Ok(())
             }
             e if e.is_peer_fault() => Err(self.fault(NetifError::Ring(e))),
@@ -457,6 +482,9 @@ impl<'a> ServerSide<'a> {
     /// until a new epoch appears.
     fn fault(&mut self, error: NetifError) -> NetifError {
         let epoch = self.ends.as_ref().map_or(0, |e| e.epoch);
+        if self.ends.is_none() {
+            self.incarnation = None;
+        }
         self.ends = None;
         self.state = LinkState::Faulty { epoch, error };
         self.stats.faults += 1;

@@ -367,6 +367,95 @@ fn a_restarted_driver_gets_a_new_epoch_and_the_server_resumes() {
     assert_eq!(server.lent() + server.idle(), NUM_BUFFERS as u32, "no buffer leaked");
 }
 
+/// Byte offset of a ring's `epoch` word in the rings region.
+fn epoch_of(ring_offset: usize) -> usize {
+    ring_offset + 16
+}
+
+/// What a driver finds in `rx_free` after the server lent it receive buffers.
+fn rx_buffers_offered(driver: &mut DriverSide<'_>) -> u32 {
+    let mut n = 0;
+    while let Ok(Some(_)) = driver.take_rx_buffer() {
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn a_hostile_max_epoch_does_not_make_the_next_driver_reuse_the_attached_one() {
+    // The hostile proptest's saved case `[Service, Poke { ring: 0, word: 4, value: u32::MAX }]`:
+    // `newest + 1` wrapped to 1, the epoch the server was attached to, and the server kept the
+    // old MAC (and its loans on rings that had been wiped).
+    let iface = Iface::new();
+    let mut server = iface.server();
+    let mut old = iface.driver();
+    assert_eq!(old.init([2, 0, 0, 0, 0, 1], 1500).unwrap().get(), 1);
+    assert_eq!(up(&mut server), 1);
+    iface.rings.poke(epoch_of(RX_FREE_OFFSET), u32::MAX);
+    let mut fresh = iface.driver();
+    let epoch = fresh.init([2, 0, 0, 0, 0, 2], 1500).unwrap().get();
+    assert_eq!(epoch, 2, "after u32::MAX: not 0, and not 1 (still the info block's epoch)");
+    assert_eq!(server.service(), LinkState::Up { epoch, mac: [2, 0, 0, 0, 0, 2], mtu: 1500 });
+    assert_eq!(server.stats().restarts, 1);
+    let _ = server.flush().unwrap();
+    assert_eq!(rx_buffers_offered(&mut fresh), DEFAULT_RX_TARGET, "receive buffers re-posted to the new epoch");
+    assert_eq!(server.lent() + server.idle(), NUM_BUFFERS as u32);
+}
+
+#[test]
+fn a_driver_restarting_with_the_attached_epoch_is_still_a_restart() {
+    // The server attached to epoch 1 and missed a restart (epoch 2); then a hostile u32::MAX
+    // made the next driver wrap back to 1. Nothing in the region says the server is on 1, so
+    // the driver cannot avoid it: the server must see that the info block changed.
+    let iface = Iface::new();
+    let mut server = iface.server();
+    let mut first = iface.driver();
+    first.init([2, 0, 0, 0, 0, 1], 1500).unwrap();
+    assert_eq!(up(&mut server), 1);
+    let mut second = iface.driver();
+    assert_eq!(second.init([2, 0, 0, 0, 0, 1], 1500).unwrap().get(), 2);
+    iface.rings.poke(epoch_of(RX_FREE_OFFSET), u32::MAX);
+    let mut third = iface.driver();
+    assert_eq!(third.init([2, 0, 0, 0, 0, 2], 9000).unwrap().get(), 1, "the epoch the server is attached to");
+    assert_eq!(server.service(), LinkState::Up { epoch: 1, mac: [2, 0, 0, 0, 0, 2], mtu: 9000 });
+    assert_eq!(server.stats().restarts, 1);
+    let _ = server.flush().unwrap();
+    assert_eq!(rx_buffers_offered(&mut third), DEFAULT_RX_TARGET, "old loans reclaimed, buffers re-posted");
+    assert_eq!(server.lent() + server.idle(), NUM_BUFFERS as u32);
+}
+
+#[test]
+fn a_driver_restarting_with_the_faulty_epoch_is_not_ignored() {
+    // The proptest's saved seed: the server refused to attach to epoch 1 (corrupt header) and
+    // marked it faulty; a hostile u32::MAX later made the honest driver wrap back to epoch 1.
+    let iface = Iface::new();
+    let mut server = iface.server();
+    let mut first = iface.driver();
+    first.init([2, 0, 0, 0, 0, 1], 1500).unwrap();
+    iface.rings.poke(RX_FREE_OFFSET, 0); // magic
+    assert!(matches!(server.service(), LinkState::Faulty { epoch: 1, .. }));
+    iface.rings.poke(epoch_of(RX_FREE_OFFSET), u32::MAX);
+    let mut fresh = iface.driver();
+    assert_eq!(fresh.init([2, 0, 0, 0, 0, 2], 1500).unwrap().get(), 2, "1 is still in the region");
+    assert_eq!(server.service(), LinkState::Up { epoch: 2, mac: [2, 0, 0, 0, 0, 2], mtu: 1500 });
+
+    // Same, with a restart the server missed: epoch 1 is nowhere in the region any more, so the
+    // driver does wrap to it; the different info block is what tells the server.
+    let iface = Iface::new();
+    let mut server = iface.server();
+    iface.driver().init([2, 0, 0, 0, 0, 1], 1500).unwrap();
+    iface.rings.poke(RX_FREE_OFFSET, 0);
+    assert!(matches!(server.service(), LinkState::Faulty { epoch: 1, .. }));
+    assert_eq!(iface.driver().init([2, 0, 0, 0, 0, 1], 1500).unwrap().get(), 2);
+    iface.rings.poke(epoch_of(RX_FREE_OFFSET), u32::MAX);
+    let mut fresh = iface.driver();
+    assert_eq!(fresh.init([2, 0, 0, 0, 0, 2], 1500).unwrap().get(), 1);
+    assert_eq!(server.service(), LinkState::Up { epoch: 1, mac: [2, 0, 0, 0, 0, 2], mtu: 1500 });
+    let _ = server.flush().unwrap();
+    assert_eq!(rx_buffers_offered(&mut fresh), DEFAULT_RX_TARGET);
+    assert_eq!(server.lent() + server.idle(), NUM_BUFFERS as u32);
+}
+
 // ---- a hostile server ----
 
 #[test]
