@@ -39,6 +39,11 @@ def pattern_sha256(n):
     return h.hexdigest()
 
 
+def url(host, port, path):
+    h = f"[{host}]" if ":" in host else host
+    return f"http://{h}:{port}{path}"
+
+
 def fail(msg):
     print("FAILED: " + msg, flush=True)
     sys.exit(1)
@@ -47,7 +52,7 @@ def fail(msg):
 def cmd_get(host, port, n):
     want = pattern_sha256(n)
     t0 = time.monotonic()
-    req = urllib.request.urlopen(f"http://{host}:{port}/bytes/{n}", timeout=120)
+    req = urllib.request.urlopen(url(host, port, f"/bytes/{n}"), timeout=120)
     h = hashlib.sha256()
     got = 0
     while True:
@@ -83,7 +88,7 @@ def cmd_sink(host, port, n):
     want = h.hexdigest()
     t0 = time.monotonic()
     s = socket.create_connection((host, port), timeout=120)
-    s.sendall(f"POST /sink HTTP/1.1\r\nHost: {host}\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n".encode())
+    s.sendall(f"POST /sink HTTP/1.1\r\nHost: guest\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n".encode())
     for c in chunks():
         s.sendall(c)
     s.shutdown(socket.SHUT_WR)
@@ -112,7 +117,7 @@ def cmd_sink(host, port, n):
 
 
 def stats(host, port):
-    with urllib.request.urlopen(f"http://{host}:{port}/stats", timeout=60) as r:
+    with urllib.request.urlopen(url(host, port, "/stats"), timeout=60) as r:
         return json.loads(r.read())
 
 
@@ -182,7 +187,8 @@ def cmd_echo_many(host, port, n, stats_port):
 
 
 def cmd_udp(host, port, n):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_DGRAM)
     s.settimeout(5)
     ok = 0
     for i in range(n):
