@@ -28,6 +28,11 @@ pub struct Objects {
 }
 
 impl Objects {
+    /// The first frame of region `name` (for the root task's own writes, e.g. death notices).
+    pub fn region_frame(&self, name: &str) -> Option<Cap<sel4::X86Page>> {
+        self.regions.get(name).and_then(|(frames, _)| frames.first()).map(|f| f.cap())
+    }
+
     pub fn create(system: &System, mem: &mut Memory) -> Result<Objects> {
         let mut endpoints = BTreeMap::new();
         for ch in &system.endpoints {

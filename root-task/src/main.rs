@@ -151,6 +151,7 @@ impl Supervisor<'_> {
             let cause = if info.label() == sel4_rt::EXIT_LABEL {
                 println!("component `{}` exited", c.name);
                 c.stop();
+                self.announce_death(ci);
                 continue;
             } else {
                 let fault = Fault::decode(info, |i| if i < 4 { regs[i] } else { sel4::ipc_buffer::mr(i) });
@@ -162,10 +163,40 @@ impl Supervisor<'_> {
                 }
             };
             c.stop();
+            self.announce_death(ci);
             if self.system().components[ci].restart {
                 self.restart(ci, &cause);
             } else {
                 println!("component `{}` {cause}; component stopped", self.components[ci].name);
+            }
+        }
+    }
+
+    /// Tells the servers of every endpoint the dead component held a badged copy of (those
+    /// with `death_notices`) that this badge is gone, so they drop its state (sockets, ports).
+    fn announce_death(&mut self, ci: usize) {
+        let name = self.components[ci].name.clone();
+        let mut notices: Vec<(::alloc::string::String, u64)> = Vec::new();
+        for ep in &self.image.system.endpoints {
+            let Some(region) = &ep.death_notices else { continue };
+            for h in ep.holders.iter().filter(|h| h.component == name && h.badge != 0) {
+                notices.push((region.clone(), h.badge));
+            }
+        }
+        for (region, badge) in notices {
+            let Some(frame) = self.objects.region_frame(&region) else { continue };
+            let written = self.window.with_frame(frame, |page| {
+                let word = |page: &[u8; 4096], i: usize| u64::from_le_bytes(page[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+                let count = word(page, 0);
+                let at = 1 + (count % sysdesc::DEATH_NOTICES) as usize;
+                page[at * 8..at * 8 + 8].copy_from_slice(&badge.to_le_bytes());
+                // The count last: a reader that sees it sees the badge.
+                core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+                page[..8].copy_from_slice(&(count + 1).to_le_bytes());
+            });
+            match written {
+                Ok(()) => println!("told the server of `{region}` that badge {badge} (`{name}`) is gone"),
+                Err(e) => println!("cannot write death notice to `{region}`: {e}"),
             }
         }
     }

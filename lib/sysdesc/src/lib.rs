@@ -97,7 +97,16 @@ pub struct Thread {
 pub struct Channel {
     pub name: String,
     pub holders: Vec<Holder>,
+    /// Endpoints only: a region in which the root task announces the badges of holders that
+    /// died (exited, faulted, or are being restarted), so the server can drop their state.
+    /// Layout: see [`DEATH_NOTICES`].
+    pub death_notices: Option<String>,
 }
+
+/// Layout of a death-notice region (first page): word 0 counts notices ever written; notice `n`
+/// (from 0) is the badge in word `1 + n % DEATH_NOTICES`. The root task writes the badge, then
+/// the count; a reader that falls more than `DEATH_NOTICES` behind has lost notices.
+pub const DEATH_NOTICES: u64 = 511;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Holder {

@@ -86,6 +86,7 @@ fn default_heap() -> u64 {
 struct RawChannel {
     name: String,
     holders: Vec<RawHolder>,
+    death_notices: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -244,7 +245,7 @@ pub fn parse(text: &str, max_cores: u8) -> Result<System, Vec<DescError>> {
                 claim_cap(err, &h.component, &name, &format!("{kind} `{}`", ch.name));
                 holders.push(Holder { component: h.component, badge: h.badge, name });
             }
-            out.push(Channel { name: ch.name, holders });
+            out.push(Channel { name: ch.name, holders, death_notices: ch.death_notices });
         }
         out
     };
@@ -303,6 +304,19 @@ pub fn parse(text: &str, max_cores: u8) -> Result<System, Vec<DescError>> {
             if a.0 == b.0 && a.2 < b.2.saturating_add(b.3) && b.2 < a.2.saturating_add(a.3) {
                 err(format!("component `{}`: mappings of regions `{}` and `{}` overlap", a.0, a.1, b.1));
             }
+        }
+    }
+
+    for ch in endpoints.iter().chain(notifications.iter()) {
+        if let Some(r) = &ch.death_notices {
+            if !region_names.contains(r) {
+                err(format!("`{}`: death_notices names no region `{r}`", ch.name));
+            }
+        }
+    }
+    for ch in &notifications {
+        if ch.death_notices.is_some() {
+            err(format!("notification `{}`: death_notices is for endpoints", ch.name));
         }
     }
 

@@ -56,22 +56,70 @@ pub fn register_all(server: &Server<RawMutex>) -> Vec<ClientId> {
     let mut ids = Vec::new();
     for cap in &info.caps {
         let Some(id) = client_id(&cap.name) else { continue };
-        let wake: Cap<Notification> = Cap::from_cptr(cap.slot);
-        let name = alloc::format!("client.{id}.data");
-        let area = SharedRegion::named(&name).map(|r| Arc::new(ClientArea(r)) as netserver_core::Region);
-        let has_area = area.is_some();
-        match server.register_client(id, Arc::new(NotificationSignal(wake)), area) {
-            Ok(()) => {
-                ids.push(id);
-                if !has_area {
-                    println!("client {id}: no data area `{name}` (sends and receives will fail)");
-                }
-            }
-            Err(e) => println!("client {id}: not registered: {e}"),
+        if register(server, id, Cap::from_cptr(cap.slot)) {
+            ids.push(id);
         }
     }
     ids.sort_unstable();
     ids
+}
+
+fn register(server: &Server<RawMutex>, id: ClientId, wake: Cap<Notification>) -> bool {
+    let name = alloc::format!("client.{id}.data");
+    let area = SharedRegion::named(&name).map(|r| Arc::new(ClientArea(r)) as netserver_core::Region);
+    let has_area = area.is_some();
+    match server.register_client(id, Arc::new(NotificationSignal(wake)), area) {
+        Ok(()) => {
+            if !has_area {
+                println!("client {id}: no data area `{name}` (sends and receives will fail)");
+            }
+            true
+        }
+        Err(e) => {
+            println!("client {id}: not registered: {e}");
+            false
+        }
+    }
+}
+
+/// Death notices from the supervisor (region `client-deaths`, layout
+/// `sysdesc::DEATH_NOTICES`): when a client dies (or is being restarted), its sockets are
+/// closed — peers get a reset, ports are freed — and it is registered afresh, so a restarted
+/// instance starts from nothing.
+pub struct DeathNotices {
+    region: SharedRegion,
+    seen: core::sync::atomic::AtomicU64,
+}
+
+impl DeathNotices {
+    pub fn from_grants() -> Option<Self> {
+        Some(DeathNotices { region: SharedRegion::named("client-deaths")?, seen: core::sync::atomic::AtomicU64::new(0) })
+    }
+
+    /// Handles every notice written since the last call (called on every timer tick).
+    pub fn reap(&self, server: &Server<RawMutex>) {
+        use core::sync::atomic::Ordering::SeqCst;
+        let Ok(count) = self.region.atomic_u64(0).map(|w| w.load(SeqCst)) else { return };
+        let mut seen = self.seen.load(SeqCst);
+        if count.saturating_sub(seen) > sysdesc::DEATH_NOTICES {
+            println!("death notices: {} lost", count - seen - sysdesc::DEATH_NOTICES);
+            seen = count - sysdesc::DEATH_NOTICES;
+        }
+        while seen < count {
+            let at = 8 * (1 + (seen % sysdesc::DEATH_NOTICES) as usize);
+            let badge = self.region.atomic_u64(at).map(|w| w.load(SeqCst)).unwrap_or(0);
+            seen += 1;
+            let Some(wake) = sel4_rt::cap::<Notification>(&alloc::format!("client.{badge}.wake")) else {
+                println!("death notice for unknown client {badge} ignored");
+                continue;
+            };
+            let sockets = server.client_sockets(badge);
+            server.close_client(badge);
+            register(server, badge, wake);
+            println!("client {badge} is gone: {sockets} socket(s) closed, its ports freed");
+        }
+        self.seen.store(seen, SeqCst);
+    }
 }
 
 /// An IPC thread: receive a call, answer it, receive the next (`ReplyRecv`). Several run on the

@@ -200,6 +200,12 @@ fn main(info: &'static StartInfo) {
     // 4. Clients.
     let registered: &'static [u64] = Box::leak(clients::register_all(&server).into_boxed_slice());
 
+    // Death notices from the supervisor, checked on every timer tick.
+    if let Some(deaths) = clients::DeathNotices::from_grants() {
+        let server = server.clone();
+        time::on_tick(move || deaths.reap(&server));
+    }
+
     // 5. IPC threads.
     let endpoint = need!(sel4_rt::cap::<Endpoint>("net").ok_or("missing"), "endpoint `net`");
     for i in 0..ipc_threads {

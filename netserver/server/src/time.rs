@@ -137,6 +137,14 @@ impl Signal for NotificationSignal {
     }
 }
 
+/// Work run on every timer tick (set once, after the server exists): cheap checks only.
+static TICK_HOOK: spin::Once<alloc::boxed::Box<dyn Fn() + Send + Sync>> = spin::Once::new();
+
+/// Runs `hook` on every tick from now on (the first call wins).
+pub fn on_tick(hook: impl Fn() + Send + Sync + 'static) {
+    TICK_HOOK.call_once(|| alloc::boxed::Box::new(hook));
+}
+
 /// The timer: the PIT as a periodic interrupt, and the sleepers it serves.
 pub struct Timer {
     ports: Cap<X86IoPort>,
@@ -184,6 +192,9 @@ impl Timer {
             let now = self.clock.now_micros();
             for s in self.sleepers {
                 s.expire(now);
+            }
+            if let Some(hook) = TICK_HOOK.get() {
+                hook();
             }
             if ticks == 100 {
                 let ms = now.saturating_sub(start) / 1000;
