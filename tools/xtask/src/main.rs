@@ -3,7 +3,7 @@
 //! * `build` — kernel (uniprocessor and SMP), every component of a system, the boot image.
 //! * `run`   — build, then boot in QEMU (TCG) with the serial console on the terminal.
 //! * `test`  — host tests of every host crate, then the in-QEMU tests of `tests/qemu/*.toml`.
-//! * `bench` — the host crates' benchmarks.
+//! * `bench` — the host crates' benchmarks, then the system benchmark in QEMU (`sysbench.rs`).
 //! * `check` — validate system descriptions only.
 //!
 //! Everything is incremental: an unchanged tree rebuilds nothing. Outputs live under `target/`:
@@ -18,6 +18,7 @@ mod image;
 mod kernel;
 mod qemu;
 mod step;
+mod sysbench;
 mod system;
 mod test;
 
@@ -66,7 +67,14 @@ enum Verb {
     /// one console line, in any order); fail = ["fragment", ...]; description = "...";
     /// qemu_args = ["-device", "...", ...] (appended to the QEMU command).
     Test(TestArgs),
-    /// Run `cargo bench` for every host crate that has benchmarks; results go to target/bench/.
+    /// Run `cargo bench` for every host crate that has benchmarks, then boot benches/qemu/sysbench.toml
+    /// and measure the running system; results go to target/bench/ (system: system.json).
+    ///
+    /// The system benchmark (one QEMU TCG boot, -smp 2): boot to first HTTP 200; guest->host and
+    /// host->guest TCP throughput (GET /bytes, POST /sink); HTTP requests/s on one keep-alive
+    /// connection; in the guest, a no-op socket call against a raw seL4 Call/ReplyRecv round trip
+    /// (cycles, same boot) and the IPC round trips of a 1 MiB send. Targets (no-op <= 2x raw IPC;
+    /// <= 1 round trip per 64 KiB) are reported as met or missed; timings never fail the command.
     Bench(BenchArgs),
     /// Validate system descriptions without building anything (default: system.toml and every
     /// tests/qemu/*.toml).
@@ -143,6 +151,12 @@ struct BenchArgs {
     /// Only packages whose name contains this text.
     #[arg(long, value_name = "TEXT")]
     package: Option<String>,
+    /// Skip the system benchmark in QEMU (host benchmarks only).
+    #[arg(long, conflicts_with = "system_only")]
+    no_system: bool,
+    /// Only the system benchmark in QEMU (no host benchmarks).
+    #[arg(long)]
+    system_only: bool,
     /// Extra arguments for the bench binaries (after `--`).
     #[arg(last = true)]
     args: Vec<String>,
@@ -436,6 +450,7 @@ fn bench(ws: &Ws, a: BenchArgs) -> Result<i32> {
     std::fs::create_dir_all(&dir)?;
     let packages: Vec<test::HostPackage> = test::host_packages(ws)?
         .into_iter()
+        .filter(|_| !a.system_only)
         .filter(|p| !p.target_only && !p.benches.is_empty())
         .filter(|p| a.package.as_deref().is_none_or(|f| p.name.contains(f)))
         .collect();
@@ -444,8 +459,9 @@ fn bench(ws: &Ws, a: BenchArgs) -> Result<i32> {
             .package
             .map(|f| format!(" matching `{f}`"))
             .unwrap_or_default();
-        println!("no host crate{which} has benchmarks");
-        return Ok(0);
+        if !a.system_only {
+            println!("no host crate{which} has benchmarks");
+        }
     }
     let mut failed = Vec::new();
     for p in &packages {
@@ -472,6 +488,13 @@ fn bench(ws: &Ws, a: BenchArgs) -> Result<i32> {
                 eprintln!("error: {e:#}");
                 failed.push(p.name.clone());
             }
+        }
+    }
+    if !a.no_system {
+        deps::ensure(deps::Need::KernelAndQemu)?;
+        if let Err(e) = sysbench::run(ws, &dir) {
+            eprintln!("error: system benchmark: {e:#}");
+            failed.push("system (QEMU)".to_string());
         }
     }
     println!("==> benchmark results in {}:", dir.display());
