@@ -179,6 +179,8 @@ fn drive(http: u16, console: &Arc<Mutex<Console>>, start: Instant) -> Result<Val
     let noop_vs_local = ratio(f("noop_cycles"), f("raw_local_cycles"));
     let noop_vs_local_bytes = ratio(f("noop_cycles"), f("raw_local_bytes_cycles"));
     let noop_vs_remote_bytes = ratio(f("noop_cycles"), f("raw_remote_bytes_cycles"));
+    // The no-op calls served on the caller's core, against the same-core raw round trip.
+    let fast_vs_local = ratio(f("noop_fast_cycles"), f("raw_local_cycles"));
     let trips = f("send_1mib_round_trips");
     Ok(json!({
         "note": "one run under QEMU TCG (-smp 2); wall-clock figures depend on the host's load",
@@ -200,6 +202,7 @@ fn drive(http: u16, console: &Arc<Mutex<Console>>, start: Instant) -> Result<Val
             "noop_vs_raw_local": noop_vs_local,
             "noop_vs_raw_local_same_bytes": noop_vs_local_bytes,
             "noop_vs_raw_remote_same_bytes": noop_vs_remote_bytes,
+            "noop_same_core_mode_vs_raw_local": fast_vs_local,
             "send_1mib_round_trips_per_64k": trips.map(|t| t / SEND_TRIPS_TARGET),
         },
         "targets": {
@@ -388,8 +391,36 @@ fn print_table(v: &Value) {
             "cycles".into(),
         ),
         (
-            "no-op socket call (getsockopt)",
+            "no-op socket call (getsockopt), mean",
             num("/guest/noop_cycles", 0),
+            "cycles".into(),
+        ),
+        (
+            "  p10 / p50 / p90",
+            format!(
+                "{} / {} / {}",
+                num("/guest/noop_p10", 0),
+                num("/guest/noop_p50", 0),
+                num("/guest/noop_p90", 0)
+            ),
+            "cycles".into(),
+        ),
+        (
+            "  calls below the split (geo. mean of raw medians)",
+            format!(
+                "{} of {}",
+                num("/guest/noop_fast_calls", 0),
+                num("/guest/n", 0)
+            ),
+            format!("split at {} cycles", num("/guest/noop_split_cycles", 0)),
+        ),
+        (
+            "  mean below / above the split",
+            format!(
+                "{} / {}",
+                num("/guest/noop_fast_cycles", 0),
+                num("/guest/noop_slow_cycles", 0)
+            ),
             "cycles".into(),
         ),
         (
@@ -405,6 +436,11 @@ fn print_table(v: &Value) {
         (
             "no-op / raw other core, same bytes",
             num("/ratios/noop_vs_raw_remote_same_bytes", 2),
+            "".into(),
+        ),
+        (
+            "no-op below the split / raw same core",
+            num("/ratios/noop_same_core_mode_vs_raw_local", 2),
             "".into(),
         ),
         (

@@ -21,6 +21,7 @@ extern crate alloc;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec;
+use alloc::vec::Vec;
 use core::fmt::Write as _;
 use core::time::Duration;
 
@@ -75,18 +76,37 @@ fn main(_info: &'static StartInfo) {
     let req_len = encode_request(client.epoch(), &probe, &mut req).unwrap_or(0);
     let _ = write!(json, ",\"noop_request_bytes\":{req_len}");
 
-    for (grant, key) in [("raw-local", "raw_local"), ("raw-remote", "raw_remote")] {
+    let mut raw = [None, None];
+    for (i, (grant, key)) in [("raw-local", "raw_local"), ("raw-remote", "raw_remote")].into_iter().enumerate() {
         let Some(ep) = sel4_rt::cap::<Endpoint>(grant) else {
             println!("sysbench: endpoint `{grant}` not granted; skipped");
             continue;
         };
-        let (words, bytes) = raw_ipc(ep, req.get(..req_len).unwrap_or(&[]));
-        let _ = write!(json, ",\"{key}_cycles\":{words},\"{key}_bytes_cycles\":{bytes}");
+        let (_, b) = raw_ipc(&mut json, key, ep, req.get(..req_len).unwrap_or(&[]));
+        if let Some(r) = raw.get_mut(i) {
+            *r = Some(pct(&b, 50));
+        }
     }
 
     match noop_calls(&client, h) {
-        Ok((cycles, trips)) => {
-            let _ = write!(json, ",\"noop_cycles\":{cycles},\"noop_round_trips_per_call\":{trips}");
+        Ok((t, trips)) => {
+            stats(&mut json, "noop", &t);
+            let _ = write!(json, ",\"noop_round_trips_per_call\":{trips}");
+            // The calls are served by whichever IPC thread of the net server waits longest
+            // (one per core), so they are bimodal: split them at the geometric mean of the raw
+            // same-core and other-core medians (request-sized bytes) and report each mode.
+            if let [Some(local), Some(remote)] = raw {
+                let cut = local.saturating_mul(remote).isqrt();
+                let split = t.partition_point(|&c| c < cut);
+                let (fast, slow) = t.split_at(split);
+                let _ = write!(
+                    json,
+                    ",\"noop_split_cycles\":{cut},\"noop_fast_calls\":{},\"noop_fast_cycles\":{},\"noop_slow_cycles\":{}",
+                    fast.len(),
+                    mean(fast),
+                    mean(slow)
+                );
+            }
         }
         Err(e) => println!("sysbench: no-op calls: {e}"),
     }
@@ -127,43 +147,79 @@ fn wait_for_http(client: &Arc<C>) -> bool {
     }
 }
 
-/// Mean cycles of one raw round trip: one-word messages, then byte messages like `bytes`.
-fn raw_ipc(ep: Cap<Endpoint>, bytes: &[u8]) -> (u64, u64) {
-    let info = MessageInfo::new(1, 0, 0, 1);
-    for i in 0..WARMUP {
-        let _ = ep.call(info, [i, 0, 0, 0]);
+/// Per-call cycles of `n` calls of `f`, sorted.
+fn timed(n: u64, mut f: impl FnMut(u64) -> bool) -> Vec<u64> {
+    let mut t = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let t0 = rdtsc();
+        if !f(i) {
+            break;
+        }
+        t.push(rdtsc() - t0);
     }
-    let t0 = rdtsc();
-    for i in 0..N {
-        let _ = ep.call(info, [i, 0, 0, 0]);
-    }
-    let words = (rdtsc() - t0) / N;
-    let mut out = [0u8; MAX_MSG];
-    for _ in 0..WARMUP {
-        let _ = ep.call_bytes(bytes, &mut out);
-    }
-    let t0 = rdtsc();
-    for _ in 0..N {
-        let _ = ep.call_bytes(bytes, &mut out);
-    }
-    (words, (rdtsc() - t0) / N)
+    t.sort_unstable();
+    t
 }
 
-/// Mean cycles of one `getsockopt` through libsock and the net server, and libsock's round
-/// trips per call (must be 1).
-fn noop_calls(client: &Arc<C>, h: SocketHandle) -> Result<(u64, u64), Errno> {
-    for _ in 0..WARMUP {
-        client.getsockopt(h, SockOpt::RcvBuf)?;
-    }
+fn mean(t: &[u64]) -> u64 {
+    t.iter().sum::<u64>() / (t.len() as u64).max(1)
+}
+
+/// The `p`-th percentile of sorted `t`.
+fn pct(t: &[u64], p: usize) -> u64 {
+    t.get(t.len() * p / 100).or(t.last()).copied().unwrap_or(0)
+}
+
+/// `"key_cycles":mean,"key_p10":…,"key_p50":…,"key_p90":…`
+fn stats(json: &mut String, key: &str, t: &[u64]) {
+    let _ = write!(
+        json,
+        ",\"{key}_cycles\":{},\"{key}_p10\":{},\"{key}_p50\":{},\"{key}_p90\":{}",
+        mean(t),
+        pct(t, 10),
+        pct(t, 50),
+        pct(t, 90)
+    );
+}
+
+/// Raw round trips to `ep`: one-word messages, then byte messages like `bytes`.
+fn raw_ipc(json: &mut String, key: &str, ep: Cap<Endpoint>, bytes: &[u8]) -> (Vec<u64>, Vec<u64>) {
+    let info = MessageInfo::new(1, 0, 0, 1);
+    let words = |i: u64| {
+        let _ = ep.call(info, [i, 0, 0, 0]);
+        true
+    };
+    let _ = timed(WARMUP, words);
+    let w = timed(N, words);
+    let mut out = [0u8; MAX_MSG];
+    let mut with_bytes = |_| ep.call_bytes(bytes, &mut out).is_ok();
+    let _ = timed(WARMUP, &mut with_bytes);
+    let b = timed(N, &mut with_bytes);
+    stats(json, key, &w);
+    stats(json, &alloc::format!("{key}_bytes"), &b);
+    (w, b)
+}
+
+/// Per-call cycles of `getsockopt` through libsock and the net server (sorted), and libsock's
+/// round trips per call (must be 1).
+fn noop_calls(client: &Arc<C>, h: SocketHandle) -> Result<(Vec<u64>, u64), Errno> {
+    let mut err = None;
+    let mut call = |_| match client.getsockopt(h, SockOpt::RcvBuf) {
+        Ok(_) => true,
+        Err(e) => {
+            err = Some(e);
+            false
+        }
+    };
+    let _ = timed(WARMUP, &mut call);
     let r0 = client.round_trips();
-    let t0 = rdtsc();
-    for _ in 0..N {
-        client.getsockopt(h, SockOpt::RcvBuf)?;
-    }
-    let cycles = (rdtsc() - t0) / N;
+    let t = timed(N, &mut call);
     let trips = (client.round_trips() - r0) / N;
+    if let Some(e) = err {
+        return Err(e);
+    }
     client.close(h)?;
-    Ok((cycles, trips))
+    Ok((t, trips))
 }
 
 fn sink_head() -> String {
