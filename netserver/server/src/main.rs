@@ -156,8 +156,10 @@ fn main(info: &'static StartInfo) {
         gateway4,
         gateway6,
         workers,
-        tcp_buffer: 32 * 1024,
-        socket_buffer: 32 * 1024,
+        // 64 KiB per direction in smoltcp and in the server socket: one client send of a whole
+        // 64 KiB data-area slot fits once the previous one drained (one round trip per 64 KiB).
+        tcp_buffer: 64 * 1024,
+        socket_buffer: 64 * 1024,
         udp_buffer: 16 * 1024,
         udp_packets: 32,
         seed: sel4_rt::rdtsc() | 1,
