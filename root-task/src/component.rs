@@ -137,6 +137,7 @@ impl Component {
                 num_nodes,
                 exit: SLOT_FAULT,
                 config: desc.config.clone(),
+                console: false,
             },
             alive: false,
         };
@@ -318,6 +319,15 @@ impl Component {
         }
         self.info.regions.push(RegionEntry { name: name.to_string(), vaddr: base, size, writable, paddr });
         Ok(base)
+    }
+
+    /// Maps the system-wide console page (whose word 0 serialises lines across components).
+    pub fn map_console(&mut self, mem: &mut Memory, console: &Object) -> Result<()> {
+        let copy = mem.slot()?;
+        init::CNODE.copy(copy, 64, init::CNODE, console.slot, 64, CapRights::ALL)?;
+        self.vspace.map(mem, Cap::from_cptr(copy), sysdesc::CONSOLE_VADDR, CapRights::READ_WRITE, VmAttributes::DEFAULT)?;
+        self.info.console = true;
+        Ok(())
     }
 
     /// Writes the start-up configuration and starts the main thread.

@@ -35,6 +35,7 @@ struct Supervisor<'a> {
     mem: Memory,
     window: FrameWindow,
     objects: Objects,
+    console: objects::Object,
     fault_ep: u64,
     num_nodes: u64,
     tsc_mhz: u64,
@@ -75,12 +76,22 @@ fn main(bi: &BootInfo<'static>) -> ! {
     let window = vspace::frame_window(&mut mem, &mut own).unwrap_or_else(|e| halt_err("preparing the frame window", e));
     let fault_ep = mem.alloc_fixed(ObjectType::Endpoint).unwrap_or_else(|e| halt_err("creating the fault endpoint", e));
     let objects = Objects::create(&image.system, &mut mem).unwrap_or_else(|e| halt_build("shared objects", e));
+    // The console page: its lock keeps lines printed at once on different cores whole.
+    let console = mem.alloc_fixed(ObjectType::X86Page4K).unwrap_or_else(|e| halt_err("creating the console page", e));
+    {
+        let copy = mem.slot().unwrap_or_else(|e| halt_err("console page", e));
+        let _ = init::CNODE.copy(copy, 64, init::CNODE, console.slot, 64, sel4::CapRights::ALL);
+        if let Err(e) = sel4_rt::log::map_console_page(Cap::from_cptr(copy), init::VSPACE) {
+            println!("console page not mapped ({e}); lines from different cores may interleave");
+        }
+    }
 
     let mut sup = Supervisor {
         image,
         mem,
         window,
         objects,
+        console,
         fault_ep: fault_ep.slot,
         num_nodes: bi.num_nodes(),
         tsc_mhz: bi.tsc_mhz(),
@@ -125,7 +136,8 @@ impl Supervisor<'_> {
         let elf = self.image.elf(desc).ok_or_else(|| BuildError("ELF missing from the image".into()))?;
         self.mem.enter(self.slots[index].pool);
         let result = Component::create(desc, index, elf, &mut self.mem, &mut self.window, self.fault_ep, self.num_nodes, self.tsc_mhz)
-            .and_then(|mut c| grants::grant_to(&mut c, &self.image.system, &self.objects, &mut self.mem).map(|()| c));
+            .and_then(|mut c| grants::grant_to(&mut c, &self.image.system, &self.objects, &mut self.mem).map(|()| c))
+            .and_then(|mut c| c.map_console(&mut self.mem, &self.console).map(|()| c));
         self.mem.leave();
         result
     }

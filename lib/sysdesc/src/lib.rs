@@ -43,6 +43,9 @@ pub const STACK_SLOT: u64 = 0x0010_0000;
 pub const MAX_THREADS: usize = 64;
 /// One page the runtime reserves for looking into frames it does not keep mapped.
 pub const WINDOW_VADDR: u64 = 0x3FF0_0000;
+/// One page shared by every component and the root task: word 0 is the console lock, so that
+/// lines printed at the same time on different cores do not interleave.
+pub const CONSOLE_VADDR: u64 = 0x3FE0_0000;
 /// The heap.
 pub const HEAP_BASE: u64 = 0x4000_0000;
 /// Regions, device memory and anything else the root task maps without a fixed address.
@@ -274,6 +277,8 @@ pub struct StartInfo {
     pub exit: u64,
     /// The component's settings from the system description.
     pub config: Vec<(String, String)>,
+    /// Whether the system-wide console page is mapped at [`CONSOLE_VADDR`].
+    pub console: bool,
 }
 
 impl StartInfo {
