@@ -99,3 +99,28 @@ impl Transport for Sel4Transport {
         sel4::syscall::yield_now();
     }
 }
+
+/// Why a component could not reach the net server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectError {
+    /// The system description gives this component no `net`, `net-wake` or `net-data`.
+    MissingGrants,
+    /// The server refused or did not answer the opening `Hello`.
+    Hello(Errno),
+}
+
+impl core::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ConnectError::MissingGrants => write!(f, "grants `{ENDPOINT}`, `{WAKE}`, `{DATA}` missing"),
+            ConnectError::Hello(e) => write!(f, "hello to the net server: {e}"),
+        }
+    }
+}
+
+/// The component's session with the net server: the transport its start-up configuration
+/// describes, and the opening `Hello`. Every application starts with this.
+pub fn connect() -> Result<alloc::sync::Arc<crate::Client<Sel4Transport>>, ConnectError> {
+    let transport = Sel4Transport::from_start_info().ok_or(ConnectError::MissingGrants)?;
+    crate::Client::new(transport).map(alloc::sync::Arc::new).map_err(ConnectError::Hello)
+}

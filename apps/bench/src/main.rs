@@ -26,14 +26,10 @@ const BYTES: u64 = 8 << 20;
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn main(_info: &'static StartInfo) {
-    let Some(transport) = Sel4Transport::from_start_info() else {
-        println!("cannot start: grants `net`, `net-wake`, `net-data` missing");
-        return;
-    };
-    let client = match Client::new(transport) {
-        Ok(c) => Arc::new(c),
+    let client = match libsock::sel4::connect() {
+        Ok(c) => c,
         Err(e) => {
-            println!("cannot start: hello to the net server: {e}");
+            println!("cannot start: {e}");
             return;
         }
     };

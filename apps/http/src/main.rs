@@ -9,26 +9,19 @@
 extern crate alloc;
 
 use alloc::rc::Rc;
-use alloc::sync::Arc;
 use core::time::Duration;
 
 use http_core::{ClientStats, HttpApp, PORT};
-use libsock::sel4::Sel4Transport;
-use libsock::Client;
 use netloop::Event;
 use sel4_rt::{println, StartInfo};
 
 sel4_rt::component_main!(main);
 
 fn main(_info: &'static StartInfo) {
-    let Some(transport) = Sel4Transport::from_start_info() else {
-        println!("cannot start: grants `net`, `net-wake`, `net-data` missing");
-        return;
-    };
-    let client = match Client::new(transport) {
-        Ok(c) => Arc::new(c),
+    let client = match libsock::sel4::connect() {
+        Ok(c) => c,
         Err(e) => {
-            println!("cannot start: hello to the net server: {e}");
+            println!("cannot start: {e}");
             return;
         }
     };

@@ -37,14 +37,10 @@ fn v4(a: [u8; 4], port: u16) -> SockAddr {
 }
 
 fn main(_info: &'static StartInfo) {
-    let Some(transport) = Sel4Transport::from_start_info() else {
-        println!("TEST FAIL: grants `net`, `net-wake`, `net-data` missing");
-        return;
-    };
-    let client: C = match Client::new(transport) {
-        Ok(c) => Arc::new(c),
+    let client: C = match libsock::sel4::connect() {
+        Ok(c) => c,
         Err(e) => {
-            println!("TEST FAIL: hello: {e}");
+            println!("TEST FAIL: {e}");
             return;
         }
     };

@@ -8,11 +8,9 @@
 
 extern crate alloc;
 
-use alloc::sync::Arc;
 use core::sync::atomic::Ordering::SeqCst;
 
-use libsock::sel4::Sel4Transport;
-use libsock::{Client, SockAddr, TcpListener, TcpStream};
+use libsock::{SockAddr, TcpListener, TcpStream};
 use sel4_rt::shared::SharedRegion;
 use sel4_rt::{println, StartInfo};
 
@@ -26,14 +24,10 @@ fn main(_info: &'static StartInfo) {
         return;
     };
     let life = memo.fetch_add(1, SeqCst) + 1;
-    let Some(transport) = Sel4Transport::from_start_info() else {
-        println!("TEST FAIL: grants `net`, `net-wake`, `net-data` missing");
-        return;
-    };
-    let client = match Client::new(transport) {
-        Ok(c) => Arc::new(c),
+    let client = match libsock::sel4::connect() {
+        Ok(c) => c,
         Err(e) => {
-            println!("TEST FAIL: hello: {e}");
+            println!("TEST FAIL: {e}");
             return;
         }
     };
