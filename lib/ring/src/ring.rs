@@ -10,6 +10,12 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 use crate::layout::{index_of, index_word, RingHeader, HEADER_SIZE, LAYOUT_VERSION, MAGIC};
 #[cfg(loom)]
 use crate::sync::ModelFault;
+#[cfg(loom)]
+type Orders = ModelFault;
+#[cfg(not(loom))]
+use crate::sync::Protocol;
+#[cfg(not(loom))]
+type Orders = Protocol;
 use crate::sync::{fence, AtomicU32, Ordering};
 use crate::{Field, RingError};
 
@@ -378,9 +384,9 @@ impl<'a, T: Item, const N: usize> Producer<'a, T, N> {
         if self.tail == self.published {
             return Ok(Notify::Quiet);
         }
-        self.ring.header.producer.tail.store(index_word(self.epoch, self.tail), self.release());
+        self.ring.header.producer.tail.store(index_word(self.epoch, self.tail), self.orders().release());
         self.published = self.tail;
-        self.wakeup_fence();
+        self.orders().wakeup_fence();
         Ok(take_flag(&self.ring.header.consumer.needs_notify))
     }
 
@@ -396,7 +402,7 @@ impl<'a, T: Item, const N: usize> Producer<'a, T, N> {
         }
         let flag = &self.ring.header.producer.needs_notify;
         let _ = flag.swap(1, Ordering::Relaxed);
-        self.wakeup_fence();
+        self.orders().wakeup_fence();
         self.refresh_head()?;
         if self.free_cached() == 0 {
             Ok(Wait::Block)
@@ -413,7 +419,7 @@ impl<'a, T: Item, const N: usize> Producer<'a, T, N> {
     /// Read the consumer's `head` once and accept it only if it lies between the last head seen
     /// and the last tail published: it never moves back and never passes what was published.
     fn refresh_head(&mut self) -> Result<(), RingError> {
-        let head = index_of(self.ring.header.consumer.head.load(self.acquire()), self.epoch);
+        let head = index_of(self.ring.header.consumer.head.load(self.orders().acquire()), self.epoch);
         if !within(head, self.head, self.published) {
             return Err(self.ring.fault(self.epoch, Field::Head, head));
         }
@@ -429,28 +435,12 @@ impl<'a, T: Item, const N: usize> Producer<'a, T, N> {
         self
     }
 
-    fn release(&self) -> Ordering {
+    /// The protocol's orderings (weakened on purpose only in loom model tests).
+    fn orders(&self) -> Orders {
         #[cfg(loom)]
-        if self.fault == ModelFault::RelaxedIndices {
-            return Ordering::Relaxed;
-        }
-        Ordering::Release
-    }
-
-    fn acquire(&self) -> Ordering {
-        #[cfg(loom)]
-        if self.fault == ModelFault::RelaxedIndices {
-            return Ordering::Relaxed;
-        }
-        Ordering::Acquire
-    }
-
-    fn wakeup_fence(&self) {
-        #[cfg(loom)]
-        if self.fault == ModelFault::NoWakeupFence {
-            return;
-        }
-        fence(Ordering::SeqCst);
+        return self.fault;
+        #[cfg(not(loom))]
+        Protocol
     }
 }
 
@@ -551,9 +541,9 @@ impl<'a, T: Item, const N: usize> Consumer<'a, T, N> {
         if self.head == self.released {
             return Ok(Notify::Quiet);
         }
-        self.ring.header.consumer.head.store(index_word(self.epoch, self.head), self.release_order());
+        self.ring.header.consumer.head.store(index_word(self.epoch, self.head), self.orders().release());
         self.released = self.head;
-        self.wakeup_fence();
+        self.orders().wakeup_fence();
         Ok(take_flag(&self.ring.header.producer.needs_notify))
     }
 
@@ -569,7 +559,7 @@ impl<'a, T: Item, const N: usize> Consumer<'a, T, N> {
         }
         let flag = &self.ring.header.consumer.needs_notify;
         let _ = flag.swap(1, Ordering::Relaxed);
-        self.wakeup_fence();
+        self.orders().wakeup_fence();
         self.refresh_tail()?;
         if self.head == self.tail {
             Ok(Wait::Block)
@@ -582,7 +572,7 @@ impl<'a, T: Item, const N: usize> Consumer<'a, T, N> {
     /// Read the producer's `tail` once and accept it only if it lies between the last tail seen
     /// and `released + N`: it never moves back and never claims more than `N` items.
     fn refresh_tail(&mut self) -> Result<(), RingError> {
-        let tail = index_of(self.ring.header.producer.tail.load(self.acquire()), self.epoch);
+        let tail = index_of(self.ring.header.producer.tail.load(self.orders().acquire()), self.epoch);
         let limit = self.released.wrapping_add(Ring::<T, N>::CAP);
         if !within(tail, self.tail, limit) {
             return Err(self.ring.fault(self.epoch, Field::Tail, tail));
@@ -599,28 +589,12 @@ impl<'a, T: Item, const N: usize> Consumer<'a, T, N> {
         self
     }
 
-    fn release_order(&self) -> Ordering {
+    /// The protocol's orderings (weakened on purpose only in loom model tests).
+    fn orders(&self) -> Orders {
         #[cfg(loom)]
-        if self.fault == ModelFault::RelaxedIndices {
-            return Ordering::Relaxed;
-        }
-        Ordering::Release
-    }
-
-    fn acquire(&self) -> Ordering {
-        #[cfg(loom)]
-        if self.fault == ModelFault::RelaxedIndices {
-            return Ordering::Relaxed;
-        }
-        Ordering::Acquire
-    }
-
-    fn wakeup_fence(&self) {
-        #[cfg(loom)]
-        if self.fault == ModelFault::NoWakeupFence {
-            return;
-        }
-        fence(Ordering::SeqCst);
+        return self.fault;
+        #[cfg(not(loom))]
+        Protocol
     }
 }
 

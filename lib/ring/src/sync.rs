@@ -26,3 +26,49 @@ pub enum ModelFault {
     /// Publish and read indices with `Relaxed` instead of release/acquire.
     RelaxedIndices,
 }
+
+#[cfg(loom)]
+impl ModelFault {
+    /// Ordering for publishing an index.
+    pub(crate) fn release(self) -> Ordering {
+        if self == ModelFault::RelaxedIndices {
+            Ordering::Relaxed
+        } else {
+            Ordering::Release
+        }
+    }
+
+    /// Ordering for reading the peer's index.
+    pub(crate) fn acquire(self) -> Ordering {
+        if self == ModelFault::RelaxedIndices {
+            Ordering::Relaxed
+        } else {
+            Ordering::Acquire
+        }
+    }
+
+    /// The fence of the wake-up protocol (see the crate docs).
+    pub(crate) fn wakeup_fence(self) {
+        if self != ModelFault::NoWakeupFence {
+            fence(Ordering::SeqCst);
+        }
+    }
+}
+
+/// The orderings of the protocol as documented (no fault can be injected outside loom).
+#[cfg(not(loom))]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Protocol;
+
+#[cfg(not(loom))]
+impl Protocol {
+    pub(crate) fn release(self) -> Ordering {
+        Ordering::Release
+    }
+    pub(crate) fn acquire(self) -> Ordering {
+        Ordering::Acquire
+    }
+    pub(crate) fn wakeup_fence(self) {
+        fence(Ordering::SeqCst);
+    }
+}
