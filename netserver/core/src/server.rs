@@ -731,7 +731,12 @@ impl<R: RawLock> Server<R> {
                 }
             }
             match l.queue.complete(child.clone()) {
-                Ok(_) => listener.wake.mark(IN),
+                Ok(_) => {
+                    // Counted before an accept can see the child (as in the worker).
+                    self.inner.stats.inc(hint, Counter::tcp_active_opens);
+                    self.inner.stats.inc(hint, Counter::tcp_passive_opens);
+                    listener.wake.mark(IN)
+                }
                 Err(_) => {
                     st.port = Some(port);
                     return Err(Errno::ECONNREFUSED);
@@ -746,8 +751,6 @@ impl<R: RawLock> Server<R> {
         st.pcb = Some(Pcb::Loop { peer: Arc::downgrade(&child) });
         let w = sock.wake.mark(OUT);
         sock.wake.wake(w);
-        self.inner.stats.inc(hint, Counter::tcp_active_opens);
-        self.inner.stats.inc(hint, Counter::tcp_passive_opens);
         Ok(())
     }
 

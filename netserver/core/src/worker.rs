@@ -740,8 +740,13 @@ impl<R: RawLock, Rx: FrameRx, Tx: FrameTx> Worker<R, Rx, Tx> {
                     }
                     child.wake.mark(OUT);
                     let child = Arc::new(child);
+                    // Counted under the listen lock, before an accept can see the child, so
+                    // whoever accepted it also sees the count.
                     let res = match l.sock.listen.lock().as_mut() {
-                        Some(q) => q.queue.complete(child.clone()).map(|_| l.sock.wake.mark(IN)),
+                        Some(q) => q.queue.complete(child.clone()).map(|_| {
+                            self.shared.stats.inc(self.index, Counter::tcp_passive_opens);
+                            l.sock.wake.mark(IN)
+                        }),
                         None => Err(child.clone()),
                     };
                     match res {
@@ -749,7 +754,6 @@ impl<R: RawLock, Rx: FrameRx, Tx: FrameTx> Worker<R, Rx, Tx> {
                             l.sock.wake.wake(bits);
                             f.sock = Some(child);
                             f.state = FState::Open;
-                            self.shared.stats.inc(self.index, Counter::tcp_passive_opens);
                         }
                         Err(_) => {
                             s.abort();
