@@ -390,6 +390,9 @@ impl<T: Transport> Client<T> {
         if info.ty == SockType::Datagram && data.len() > slot_size {
             return Err(Errno::EMSGSIZE);
         }
+        // A blocking stream send may be held by the server until the whole chunk is in the
+        // socket (one round trip per chunk); a server that cannot hold answers as without it.
+        let wire_flags = if blocking && info.ty == SockType::Stream { flags | MsgFlags::HOLD } else { flags };
         let mut total = 0usize;
         let mut sent_once = false;
         // A slot is held only while calls for it are in flight: it is released before waiting,
@@ -406,7 +409,7 @@ impl<T: Transport> Client<T> {
                 let len = chunk.len() - done;
                 let buf = BufDesc { offset: slot.desc.offset + done as u32, len: len as u32 };
                 let token = self.wake_token();
-                match self.rpc(&Request::Send { handle: h, buf, flags, to }) {
+                match self.rpc(&Request::Send { handle: h, buf, flags: wire_flags, to }) {
                     Ok(Response::Sent { len: sent }) => {
                         let sent = sent as usize;
                         if sent > len || (sent == 0 && len > 0) {

@@ -107,8 +107,13 @@ impl MsgFlags {
     pub const PEEK: MsgFlags = MsgFlags(0x2);
     /// `MSG_DONTWAIT`: this call is non-blocking whatever the socket's mode.
     pub const DONTWAIT: MsgFlags = MsgFlags(0x40);
+    /// Set by libsock on a blocking stream `send`: the caller waits anyway, so a server that
+    /// can defer its reply may hold the call until every byte of the buffer is in the socket
+    /// (or an error), instead of answering `EAGAIN` or a short count. A server that cannot
+    /// ignores it. Not a BSD flag.
+    pub const HOLD: MsgFlags = MsgFlags(0x1_0000);
     /// All bits defined by this protocol.
-    pub const KNOWN: MsgFlags = MsgFlags(0x42);
+    pub const KNOWN: MsgFlags = MsgFlags(0x1_0042);
 
     pub const fn contains(self, other: MsgFlags) -> bool {
         self.0 & other.0 == other.0

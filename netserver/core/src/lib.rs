@@ -11,7 +11,9 @@
 //!   per-socket locks, the accept queue with a real backlog, and lost-wake-up-free signalling.
 //! * [`worker`], [`steer`]: one smoltcp stack per worker thread, flows steered by 4-tuple,
 //!   listeners in every worker, bounded ingress so timers keep firing under load.
-//! * [`Server`]: the operations, and [`Server::handle`], the dispatcher for encoded requests.
+//! * [`Server`]: the operations, and [`Server::handle`], the dispatcher for encoded requests;
+//!   [`held`]: [`Server::handle_holding`], the same for transports that can defer a reply
+//!   (blocking sends answered once, when all their bytes are in the socket).
 //! * [`platform`]: what the seL4 shell supplies (frame queues, clock, raw mutex, signals).
 //! * `host` (feature `std`): std clock and signals, an in-memory link with loss, reordering and
 //!   duplication, and a threaded harness.
@@ -27,6 +29,7 @@ extern crate std;
 
 pub mod accept;
 mod dispatch;
+pub mod held;
 #[cfg(feature = "std")]
 pub mod host;
 pub mod lock;

@@ -454,13 +454,13 @@ impl<R: RawLock> Server<R> {
         shard.lock().get(&c).cloned().ok_or(Errno::EPERM)
     }
 
-    fn lookup(&self, c: ClientId, h: SocketHandle) -> Result<(Arc<Client<R>>, Arc<Socket<R>>), Errno> {
+    pub(crate) fn lookup(&self, c: ClientId, h: SocketHandle) -> Result<(Arc<Client<R>>, Arc<Socket<R>>), Errno> {
         let client = self.lookup_client(c)?;
         let sock = client.table.lock().get(h)?.clone();
         Ok((client, sock))
     }
 
-    fn hint(c: ClientId) -> usize {
+    pub(crate) fn hint(c: ClientId) -> usize {
         c as usize
     }
 
@@ -773,7 +773,7 @@ impl<R: RawLock> Server<R> {
         }
     }
 
-    fn send_stream(&self, sock: &Arc<Socket<R>>, len: usize, to: Option<SockAddr>, read: &mut dyn FnMut(usize, &mut [u8]) -> Result<usize, Errno>) -> Result<usize, Errno> {
+    pub(crate) fn send_stream(&self, sock: &Arc<Socket<R>>, len: usize, to: Option<SockAddr>, read: &mut dyn FnMut(usize, &mut [u8]) -> Result<usize, Errno>) -> Result<usize, Errno> {
         let pcb = {
             let mut st = sock.state.lock();
             if to.is_some() && st.phase == Phase::Connected {
@@ -1118,6 +1118,8 @@ impl<R: RawLock> Server<R> {
             None => {}
         }
         sock.wake.set(HUP);
+        // A server thread holding a call on this socket gives it back now (with an error).
+        sock.wake.release_held();
     }
 
     /// `getsockname(2)`.

@@ -69,10 +69,22 @@ pub struct Waiter {
     signal: alloc::sync::Arc<dyn Signal>,
 }
 
-/// A socket's readiness word and waiter slot.
+/// A socket's readiness word and waiter slots: the client's (one, see [`WaitSlot::arm`]) and
+/// those of server threads holding a client's call until the socket is ready
+/// ([`WaitSlot::arm_held`]).
 pub struct WaitSlot<R: RawLock> {
     ready: AtomicU32,
-    waiter: Mutex<Notify, Option<Waiter>, R>,
+    waiter: Mutex<Notify, Waiters, R>,
+}
+
+/// The waiters of one socket (one `Notify` lock covers both).
+#[derive(Default)]
+struct Waiters {
+    /// The client's own wake-up (a different signal replaces it).
+    client: Option<Waiter>,
+    /// Server threads holding a deferred call on this socket, one entry per distinct signal
+    /// (at most one per such thread).
+    held: alloc::vec::Vec<Waiter>,
 }
 
 impl<R: RawLock> Default for WaitSlot<R> {
@@ -84,7 +96,7 @@ impl<R: RawLock> Default for WaitSlot<R> {
 impl<R: RawLock> WaitSlot<R> {
     /// Not ready, nobody waiting.
     pub fn new() -> Self {
-        WaitSlot { ready: AtomicU32::new(0), waiter: Mutex::new(None) }
+        WaitSlot { ready: AtomicU32::new(0), waiter: Mutex::new(Waiters::default()) }
     }
 
     /// The readiness bits now.
@@ -103,19 +115,47 @@ impl<R: RawLock> WaitSlot<R> {
         let mut want = interest | ALWAYS;
         {
             let mut slot = self.waiter.lock();
-            if let Some(w) = slot.as_ref() {
+            if let Some(w) = slot.client.as_ref() {
                 if alloc::sync::Arc::ptr_eq(&w.signal, signal) {
                     want |= w.interest;
                 }
             }
-            *slot = Some(Waiter { interest: want, signal: signal.clone() });
+            slot.client = Some(Waiter { interest: want, signal: signal.clone() });
         }
         self.ready.load(Ordering::SeqCst) & want
     }
 
-    /// Removes any armed waiter.
+    /// Like [`arm`](Self::arm), for a server thread that holds a client's call (a deferred
+    /// reply) until this socket is ready: its waiter is kept beside the client's, so neither
+    /// replaces the other, and several holders (one per signal) coexist. Same protocol: a
+    /// non-zero result means "ready now, do not wait".
+    pub fn arm_held(&self, interest: u32, signal: &alloc::sync::Arc<dyn Signal>) -> u32 {
+        let mut want = interest | ALWAYS;
+        {
+            let mut slot = self.waiter.lock();
+            match slot.held.iter_mut().find(|w| alloc::sync::Arc::ptr_eq(&w.signal, signal)) {
+                Some(w) => {
+                    w.interest |= want;
+                    want = w.interest;
+                }
+                None => slot.held.push(Waiter { interest: want, signal: signal.clone() }),
+            }
+        }
+        self.ready.load(Ordering::SeqCst) & want
+    }
+
+    /// Signals every server thread holding a call on this socket, whatever it waits for (the
+    /// socket is being closed: it must give the call back).
+    pub fn release_held(&self) {
+        let held = core::mem::take(&mut self.waiter.lock().held);
+        for w in held {
+            w.signal.signal();
+        }
+    }
+
+    /// Removes the client's armed waiter.
     pub fn disarm(&self) {
-        *self.waiter.lock() = None;
+        self.waiter.lock().client = None;
     }
 
     /// Sets `bits` (call with the lock of the state they describe held). Returns the bits that
@@ -136,20 +176,29 @@ impl<R: RawLock> WaitSlot<R> {
         if bits == 0 {
             return false;
         }
-        let w = {
+        let (client, held) = {
             let mut slot = self.waiter.lock();
-            match &*slot {
-                Some(w) if w.interest & bits != 0 => slot.take(),
+            let client = match &slot.client {
+                Some(w) if w.interest & bits != 0 => slot.client.take(),
                 _ => None,
-            }
+            };
+            let held = if slot.held.iter().any(|w| w.interest & bits != 0) {
+                let (hit, keep) = core::mem::take(&mut slot.held).into_iter().partition(|w| w.interest & bits != 0);
+                slot.held = keep;
+                hit
+            } else {
+                alloc::vec::Vec::new()
+            };
+            (client, held)
         };
-        match w {
-            Some(w) => {
-                w.signal.signal();
-                true
-            }
-            None => false,
+        let woke = client.is_some() || !held.is_empty();
+        if let Some(w) = client {
+            w.signal.signal();
         }
+        for w in held {
+            w.signal.signal();
+        }
+        woke
     }
 
     /// [`mark`](Self::mark) then [`wake`](Self::wake), for callers that hold no `SockBuf` lock.
@@ -196,5 +245,37 @@ mod tests {
         assert!(!slot.set(IN));
         assert!(slot.set(OUT));
         assert_eq!((a.0.load(Ordering::SeqCst), b.0.load(Ordering::SeqCst)), (0, 1));
+    }
+
+    #[test]
+    fn held_waiters_do_not_replace_the_client_nor_each_other() {
+        let slot: WaitSlot<parking_lot::RawMutex> = WaitSlot::new();
+        let (c, h0, h1) = (Arc::new(Count::default()), Arc::new(Count::default()), Arc::new(Count::default()));
+        let (sc, s0, s1): (Arc<dyn Signal>, Arc<dyn Signal>, Arc<dyn Signal>) = (c.clone(), h0.clone(), h1.clone());
+        assert_eq!(slot.arm_held(OUT, &s0), 0);
+        assert_eq!(slot.arm(IN, &sc), 0);
+        assert_eq!(slot.arm_held(OUT, &s1), 0);
+        assert_eq!(slot.arm_held(OUT, &s1), 0);
+        assert!(slot.set(OUT));
+        let counts = || (c.0.load(Ordering::SeqCst), h0.0.load(Ordering::SeqCst), h1.0.load(Ordering::SeqCst));
+        assert_eq!(counts(), (0, 1, 1));
+        // Woken holders are removed; the client still waits for input.
+        slot.clear(OUT);
+        assert!(!slot.set(OUT));
+        assert!(slot.set(IN));
+        assert_eq!(counts(), (1, 1, 1));
+        // A ready socket is reported at once.
+        assert_eq!(slot.arm_held(OUT, &s0), OUT);
+    }
+
+    #[test]
+    fn release_held_signals_every_holder() {
+        let slot: WaitSlot<parking_lot::RawMutex> = WaitSlot::new();
+        let h = Arc::new(Count::default());
+        let s: Arc<dyn Signal> = h.clone();
+        slot.arm_held(OUT, &s);
+        slot.release_held();
+        slot.release_held();
+        assert_eq!(h.0.load(Ordering::SeqCst), 1);
     }
 }
