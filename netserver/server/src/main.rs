@@ -8,7 +8,7 @@
 //! 3. the server core (`Server::new`), one worker per `worker<N>` thread of the description,
 //!    each pinned to its core by the description;
 //! 4. the clients named by the description (`client.<id>.wake`, `client.<id>.data`);
-//! 5. the IPC threads (`ipc<N>`) on the endpoint `net`;
+//! 5. the IPC threads (`ipc<N>`), each on its core's endpoint `net.<N>`;
 //! 6. then the main thread becomes the rx thread: the only consumer of the driver's `rx_used`.
 #![no_std]
 #![no_main]
@@ -208,12 +208,19 @@ fn main(info: &'static StartInfo) {
         time::on_tick(move || deaths.reap(&server));
     }
 
-    // 5. IPC threads.
-    let endpoint = need!(sel4_rt::cap::<Endpoint>("net").ok_or("missing"), "endpoint `net`");
+    // 5. IPC threads: `ipc<n>` serves endpoint `net.<n>` (one per core; a description with one
+    // shared endpoint `net` still works, calls then cross cores), holding blocking sends when
+    // it has its notification `ipc.<n>` (see `clients::serve`).
+    let shared = sel4_rt::cap::<Endpoint>("net");
+    let (first, end) = info.free_slots;
+    let per_thread = (end.saturating_sub(first) / ipc_threads as u64).min(clients::HELD_PER_THREAD);
     for i in 0..ipc_threads {
         let server = server.clone();
+        let endpoint = need!(sel4_rt::cap::<Endpoint>(&format!("net.{i}")).or(shared).ok_or("missing"), "endpoint `net.<n>` or `net`");
+        let slots = first + i as u64 * per_thread..first + (i as u64 + 1) * per_thread;
+        let holding = clients::holding(info, i, slots);
         need!(
-            sel4_rt::thread::spawn(&format!("ipc{i}"), move || clients::serve(server, endpoint, registered)),
+            sel4_rt::thread::spawn(&format!("ipc{i}"), move || clients::serve(server, endpoint, registered, holding)),
             "IPC thread"
         );
     }
