@@ -138,6 +138,7 @@ impl Component {
                 exit: SLOT_FAULT,
                 config: desc.config.clone(),
                 console: false,
+                health: false,
             },
             alive: false,
         };

@@ -25,12 +25,23 @@ pub struct Objects {
     irqs: Vec<u64>,
     /// Device frames per entry of `System::mmio`.
     mmio: Vec<Vec<Object>>,
+    /// The supervisor's own notification (bound to the root task's thread): reporters, the
+    /// watchdog clock and nothing else signal it (badges: [`crate::watch`]).
+    pub supervisor: u64,
+    /// Per component with a heartbeat: its health page and the badged copy of its heartbeat
+    /// notification the supervisor pings with. Both outlive the component's instances.
+    pub health: BTreeMap<usize, (Object, u64)>,
 }
 
 impl Objects {
     /// The first frame of region `name` (for the root task's own writes, e.g. death notices).
     pub fn region_frame(&self, name: &str) -> Option<Cap<sel4::X86Page>> {
         self.regions.get(name).and_then(|(frames, _)| frames.first()).map(|f| f.cap())
+    }
+
+    /// The health page of component `index`, if it has a heartbeat.
+    pub fn health_frame(&self, index: usize) -> Option<Cap<sel4::X86Page>> {
+        self.health.get(&index).map(|(f, _)| f.cap())
     }
 
     pub fn create(system: &System, mem: &mut Memory) -> Result<Objects> {
@@ -117,7 +128,22 @@ impl Objects {
             }
             mmio.push(frames);
         }
-        Ok(Objects { endpoints, notifications, regions, irqs, mmio })
+        // Supervision.
+        let supervisor = mem.alloc_fixed(ObjectType::Notification)?.slot;
+        let mut health = BTreeMap::new();
+        for (index, c) in system.components.iter().enumerate() {
+            let Some(h) = &c.heartbeat else { continue };
+            let channel = system
+                .notifications
+                .iter()
+                .find(|n| n.holders.iter().any(|x| x.component == c.name && x.name == h.notification))
+                .ok_or_else(|| BuildError(format!("`{}`: no heartbeat notification `{}`", c.name, h.notification)))?;
+            let ping = mem.slot()?;
+            let data = CapData::badge(h.badge).ok_or_else(|| BuildError(format!("`{}`: heartbeat badge too large", c.name)))?;
+            init::CNODE.mint(ping, 64, init::CNODE, notifications[&channel.name], 64, CapRights::ALL, data)?;
+            health.insert(index, (mem.alloc_fixed(ObjectType::X86Page4K)?, ping));
+        }
+        Ok(Objects { endpoints, notifications, regions, irqs, mmio, supervisor, health })
     }
 }
 
@@ -156,6 +182,24 @@ pub fn grant_to(c: &mut Component, system: &System, objects: &Objects, mem: &mut
     for (m, frames) in system.mmio.iter().zip(&objects.mmio) {
         if m.component == me {
             c.map_region(mem, &m.name, frames, None, true, VmAttributes::CACHE_DISABLED, Some(m.paddr))?;
+        }
+    }
+    // Supervision: my health page; the right to report others faulty.
+    if let Some(index) = system.components.iter().position(|d| d.name == me) {
+        if let Some((frame, _)) = objects.health.get(&index) {
+            let copy = mem.slot()?;
+            init::CNODE.copy(copy, 64, init::CNODE, frame.slot, 64, CapRights::ALL)?;
+            c.vspace.map(mem, Cap::from_cptr(copy), sysdesc::HEALTH_VADDR, CapRights::READ_WRITE, VmAttributes::DEFAULT)?;
+            c.info.health = true;
+        }
+    }
+    for (target, d) in system.components.iter().enumerate() {
+        for r in d.reported_by.iter().filter(|r| r.component == me) {
+            let badge = crate::watch::report_badge(target)
+                .ok_or_else(|| BuildError(format!("`{}`: too many components to be reported faulty", d.name)))?;
+            let data = CapData::badge(badge).ok_or_else(|| BuildError("report badge too large".into()))?;
+            // Signal only: a reporter must not be able to wait on (and steal) the supervisor's signals.
+            c.grant(&r.name, CapKind::Notification, objects.supervisor, CapRights::new(false, false, true), data, badge)?;
         }
     }
     Ok(())

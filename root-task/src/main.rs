@@ -13,17 +13,24 @@ mod component;
 mod grants;
 mod objects;
 mod vspace;
+mod watch;
 
 use ::alloc::vec::Vec;
 use sel4::bootinfo::BootInfo;
-use sel4::{init, Cap, Endpoint, Fault, ObjectType};
+use ::alloc::format;
+use ::alloc::string::String;
+use sel4::{init, Cap, Endpoint, Fault, Notification, ObjectType};
 use sel4_rt::println;
 use sel4_rt::window::FrameWindow;
+use sysdesc::control::Command;
+use sysdesc::health::{self, FaultKind};
+use sysdesc::restart_log::{self, Record};
 use sysdesc::{Image, System};
 
 use crate::component::{decode_fault_badge, BuildError, Component};
 use crate::grants::Objects;
 use crate::objects::Memory;
+use crate::watch::{Clock, Control, Heartbeat, Verdict};
 
 static IMAGE: &[u8] = include_bytes!(env!("SYSTEM_IMAGE"));
 
@@ -42,6 +49,13 @@ struct Supervisor<'a> {
     /// Per component: its pool and its restart history.
     slots: Vec<Slot>,
     components: Vec<Component>,
+    /// Present when some component has a heartbeat or the control channel is on.
+    clock: Option<Clock>,
+    control: Option<Control>,
+    /// Per component with a heartbeat, while an instance runs.
+    beats: Vec<Option<Heartbeat>>,
+    /// Faults injected so far (the control channel's sequence numbers).
+    injections: u64,
 }
 
 struct Slot {
@@ -86,6 +100,32 @@ fn main(bi: &BootInfo<'static>) -> ! {
         }
     }
 
+    // The supervisor's notification: bound, so signals end the same `Recv` as faults do.
+    if let Err(e) = init::TCB.bind_notification(Cap::from_cptr(objects.supervisor)) {
+        halt_err("binding the supervisor's notification", e);
+    }
+    let wants_clock = image.system.supervisor.control_serial || image.system.components.iter().any(|c| c.heartbeat.is_some());
+    let clock = if wants_clock {
+        // The vector after the ones the description's interrupts use.
+        match Clock::start(&mut mem, objects.supervisor, image.system.irqs.len() as u64) {
+            Ok(c) => Some(c),
+            Err(e) => halt_err("starting the supervisor's clock (RTC)", e),
+        }
+    } else {
+        None
+    };
+    let control = if image.system.supervisor.control_serial {
+        let c = Control::probe();
+        match c {
+            Some(_) => println!("supervisor: control channel on COM2 (commands: inject <component> <kind>, restarts)"),
+            None => println!("supervisor: no COM2; control channel off"),
+        }
+        c
+    } else {
+        None
+    };
+    let beats = image.system.components.iter().map(|_| None).collect();
+
     let mut sup = Supervisor {
         image,
         mem,
@@ -97,6 +137,10 @@ fn main(bi: &BootInfo<'static>) -> ! {
         tsc_mhz: bi.tsc_mhz(),
         slots: Vec::new(),
         components: Vec::new(),
+        clock,
+        control,
+        beats,
+        injections: 0,
     };
     for index in 0..sup.image.system.components.len() {
         let desc = &sup.image.system.components[index];
@@ -113,6 +157,7 @@ fn main(bi: &BootInfo<'static>) -> ! {
         sup.components.push(c);
     }
     for i in 0..sup.components.len() {
+        sup.prepare_health(i);
         let (c, mem, window) = (&mut sup.components[i], &mut sup.mem, &mut sup.window);
         mem.enter(sup.slots[i].pool);
         let started = c.start(mem, window);
@@ -143,10 +188,15 @@ impl Supervisor<'_> {
     }
 
     /// Waits on the fault endpoint forever, reporting faults and exits and restarting
-    /// components that ask for it.
+    /// components that ask for it; between faults, keeps the clock, the heartbeats and the
+    /// control channel.
     fn supervise(&mut self, fault_ep: Cap<Endpoint>) -> ! {
         loop {
             let (badge, info, regs) = fault_ep.recv();
+            if badge & watch::NOTIFY != 0 {
+                self.on_signal(badge);
+                continue;
+            }
             let Some((ci, ti)) = decode_fault_badge(badge) else {
                 println!("message with unknown badge {badge:#x} on the fault endpoint ignored");
                 continue;
@@ -160,27 +210,151 @@ impl Supervisor<'_> {
                 continue;
             }
             let thread = c.thread_names.get(ti).cloned().unwrap_or_else(|| "?".into());
-            let cause = if info.label() == sel4_rt::EXIT_LABEL {
+            if info.label() == sel4_rt::EXIT_LABEL {
                 println!("component `{}` exited", c.name);
                 c.stop();
+                self.beats[ci] = None;
                 self.announce_death(ci);
                 continue;
-            } else {
-                let fault = Fault::decode(info, |i| if i < 4 { regs[i] } else { sel4::ipc_buffer::mr(i) });
-                match fault {
-                    Fault::UnknownSyscall { syscall, .. } if syscall == sel4_rt::PANIC_SYSCALL => {
-                        ::alloc::format!("thread `{thread}` panicked")
-                    }
-                    _ => ::alloc::format!("thread `{thread}` faulted: {fault}"),
-                }
-            };
-            c.stop();
-            self.announce_death(ci);
-            if self.system().components[ci].restart {
-                self.restart(ci, &cause);
-            } else {
-                println!("component `{}` {cause}; component stopped", self.components[ci].name);
             }
+            let fault = Fault::decode(info, |i| if i < 4 { regs[i] } else { sel4::ipc_buffer::mr(i) });
+            let (what, short) = match fault {
+                Fault::UnknownSyscall { syscall, .. } if syscall == sel4_rt::PANIC_SYSCALL => (format!("thread `{thread}` panicked"), "panic"),
+                _ => (format!("thread `{thread}` faulted: {fault}"), fault.kind()),
+            };
+            self.died(ci, &what, short);
+        }
+    }
+
+    /// A signal on the supervisor's notification: the clock, reports, or both.
+    fn on_signal(&mut self, badge: u64) {
+        for ci in watch::reported(badge) {
+            if self.components.get(ci).is_some_and(|c| c.alive) {
+                self.died(ci, "reported faulty by a component that depends on it", "reported faulty");
+            }
+        }
+        if badge & watch::TICK == 0 {
+            return;
+        }
+        if let Some(clock) = &self.clock {
+            clock.ack();
+        }
+        if let Some(mut control) = self.control.take() {
+            control.poll(|line| self.command(line));
+            self.control = Some(control);
+        }
+        let now = sel4_rt::rdtsc();
+        for ci in 0..self.components.len() {
+            let (Some(beat), Some((frame, ping))) = (self.beats[ci].as_mut(), self.objects.health.get(&ci)) else { continue };
+            let mhz = self.tsc_mhz.max(1);
+            let verdict = self.window.with_frame(frame.cap(), |page| beat.check(page, now, mhz)).unwrap_or(Verdict::Fine);
+            match verdict {
+                Verdict::Fine => {}
+                Verdict::Ping => Cap::<Notification>::from_cptr(*ping).signal(),
+                Verdict::Hung(why) => {
+                    let what = format!("is hung: {why} ({} ms)", self.system().components[ci].heartbeat.as_ref().map_or(0, |h| h.timeout_ms));
+                    self.died(ci, &what, "hung");
+                }
+            }
+        }
+    }
+
+    /// One control-channel command; returns the answer line.
+    fn command(&mut self, line: &str) -> String {
+        match sysdesc::control::parse(line) {
+            Err(why) => format!("error {why}"),
+            Ok(Command::Restarts) => {
+                let mut answer = String::from("restarts");
+                for (ci, d) in self.system().components.iter().enumerate().filter(|(_, d)| d.restart) {
+                    answer.push_str(&format!(" {}={}", d.name, self.slots[ci].restarts));
+                }
+                answer
+            }
+            Ok(Command::Inject { component, kind }) => {
+                let Some(ci) = self.components.iter().position(|c| c.name == component) else {
+                    return format!("error no component `{component}`");
+                };
+                if !self.components[ci].alive {
+                    return format!("error `{component}` is not running");
+                }
+                let Some(&(frame, ping)) = self.objects.health.get(&ci) else {
+                    return format!("error `{component}` has no heartbeat, so no health page to ask through");
+                };
+                self.injections += 1;
+                let seq = self.injections;
+                let asked = self.window.with_frame(frame.cap(), |p| {
+                    watch::set_word(p, health::INJECT_KIND, kind as u64);
+                    watch::set_word(p, health::INJECT_SEQ, seq);
+                });
+                if let Err(e) = asked {
+                    return format!("error cannot reach the health page: {e}");
+                }
+                Cap::<Notification>::from_cptr(ping).signal();
+                println!("supervisor: asked `{component}` to commit fault #{seq}: {}", kind.name());
+                format!("ok {seq}")
+            }
+        }
+    }
+
+    /// Clears component `ci`'s health page and arms its heartbeat, before an instance starts.
+    fn prepare_health(&mut self, ci: usize) {
+        let (Some(h), Some((frame, _))) = (self.image.system.components[ci].heartbeat.as_ref(), self.objects.health.get(&ci)) else {
+            return;
+        };
+        let (timeout, now, mhz) = (h.timeout_ms, sel4_rt::rdtsc(), self.tsc_mhz.max(1));
+        let beat = self.window.with_frame(frame.cap(), |page| {
+            page.fill(0);
+            Heartbeat::new(page, timeout, now, mhz)
+        });
+        match beat {
+            Ok(b) => self.beats[ci] = Some(b),
+            Err(e) => println!("component `{}`: health page not prepared ({e}); no heartbeat", self.components[ci].name),
+        }
+    }
+
+    /// Component `ci` is dead (a fault, a hang, a report): stop it, stop its device's DMA, tell
+    /// its servers, and restart it if it is marked so.
+    fn died(&mut self, ci: usize, what: &str, short: &'static str) {
+        let detected = sel4_rt::rdtsc();
+        self.components[ci].stop();
+        self.beats[ci] = None;
+        // What the dead instance left in its health page: an injected fault it committed, and
+        // the PCI function it drove.
+        let left = self
+            .objects
+            .health_frame(ci)
+            .and_then(|f| {
+                self.window
+                    .with_frame(f, |p| {
+                        let taken = watch::word(p, health::TAKEN);
+                        let injected = (taken != 0 && taken == watch::word(p, health::INJECT_SEQ))
+                            .then(|| FaultKind::from_word(watch::word(p, health::INJECT_KIND)).map(|k| (k, watch::word(p, health::INJECTED_AT))))
+                            .flatten();
+                        (injected, watch::word(p, health::PCI_DEVICE))
+                    })
+                    .ok()
+            })
+            .unwrap_or((None, 0));
+        let (injected, pci) = left;
+        if pci != 0 {
+            if let Err(e) = watch::quiesce_pci(pci - 1) {
+                println!("component `{}`: could not stop its device's DMA: {e}", self.components[ci].name);
+            }
+        }
+        self.announce_death(ci);
+        let (cause, fault_tsc) = match injected {
+            Some((kind, at)) if at != 0 && at <= detected => (kind.name(), at),
+            Some((kind, _)) => (kind.name(), detected),
+            None => (short, detected),
+        };
+        let what = match injected {
+            Some((kind, _)) => format!("{what} (injected: {})", kind.name()),
+            None => String::from(what),
+        };
+        if self.system().components[ci].restart {
+            self.restart(ci, &what, cause, fault_tsc, detected);
+        } else {
+            println!("component `{}` {what}; component stopped", self.components[ci].name);
         }
     }
 
@@ -213,9 +387,9 @@ impl Supervisor<'_> {
         }
     }
 
-    /// Tears component `ci` down completely and starts a fresh instance.
-    fn restart(&mut self, ci: usize, cause: &str) {
-        let now = sel4_rt::rdtsc();
+    /// Tears component `ci` down completely and starts a fresh instance; records the restart.
+    fn restart(&mut self, ci: usize, what: &str, cause: &str, fault_tsc: u64, detected: u64) {
+        let now = detected;
         let mhz = self.tsc_mhz.max(1);
         let slot = &mut self.slots[ci];
         let since_ms = now.wrapping_sub(slot.last_death) / mhz / 1000;
@@ -224,14 +398,19 @@ impl Supervisor<'_> {
         slot.restarts += 1;
         let (restarts, delay) = (slot.restarts, backoff_ms(slot.streak));
         let name = self.components[ci].name.clone();
-        println!("component `{name}` {cause}; restart #{restarts} in {delay} ms");
+        println!("component `{name}` {what}; restart #{restarts} in {delay} ms");
+        let mut record = Record { component: ci as u32, restart: restarts, fault_tsc, detected_tsc: detected, ..Record::default() };
+        record.set_cause(cause);
+        record.set_name(&self.components[ci].name);
         if let Err(e) = self.mem.reset_pool(self.slots[ci].pool) {
             println!("component `{name}`: teardown failed ({e}); left stopped");
+            self.log_restart(&record);
             return;
         }
         if delay > 0 {
             wait_ms(delay, mhz);
         }
+        self.prepare_health(ci);
         let started = self.build(ci).and_then(|mut c| {
             self.mem.enter(self.slots[ci].pool);
             let r = c.start(&mut self.mem, &mut self.window);
@@ -240,12 +419,36 @@ impl Supervisor<'_> {
         });
         match started {
             Ok(c) => {
-                let us = sel4_rt::rdtsc().wrapping_sub(now) / mhz;
-                println!("component `{name}` restarted (#{restarts}) in {} us", us);
+                let running = sel4_rt::rdtsc();
+                record.running_tsc = running;
+                println!(
+                    "component `{name}` restarted (#{restarts}) in {} us (cause {cause}; {} us after the fault)",
+                    running.wrapping_sub(now) / mhz,
+                    running.wrapping_sub(fault_tsc) / mhz
+                );
                 self.components[ci] = c;
             }
-            Err(e) => println!("component `{name}`: restart failed: {}; left stopped", e.0),
+            Err(e) => {
+                self.beats[ci] = None;
+                println!("component `{name}`: restart failed: {}; left stopped", e.0);
+            }
         }
+        self.log_restart(&record);
+    }
+
+    /// Appends a record to the restart log region, if the description has one.
+    fn log_restart(&mut self, record: &Record) {
+        let Some(region) = self.image.system.supervisor.restart_log.as_ref() else { return };
+        let Some(frame) = self.objects.region_frame(region) else { return };
+        let bytes = record.encode();
+        let _ = self.window.with_frame(frame, |page| {
+            let n = watch::word(page, 0);
+            let at = restart_log::offset(n);
+            page[at..at + restart_log::RECORD_SIZE].copy_from_slice(&bytes);
+            // The count last: a reader that sees it sees the record.
+            core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+            watch::set_word(page, 0, n + 1);
+        });
     }
 }
 

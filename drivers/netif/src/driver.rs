@@ -251,6 +251,21 @@ impl<'a> DriverSide<'a> {
         Ok(if results.contains(&Notify::Signal) { Notify::Signal } else { Notify::Quiet })
     }
 
+    /// Fault injection, to test the server's defences: write garbage into a ring as a broken
+    /// driver would. `variant` picks what: even — a forged descriptor on `rx_used` (a buffer the
+    /// server never lent, outside the region); odd — `rx_used`'s producer index moved far past
+    /// the protocol window. The server must declare this driver faulty and touch nothing.
+    pub fn inject_garbage(&mut self, variant: u64) -> Result<(), NetifError> {
+        let e = self.ends()?;
+        if variant % 2 == 0 {
+            e.rx_used.push(Desc::new(u32::MAX - 0xFFF, 1514, 0xFFFF_FFF0, 0))?;
+            e.rx_used.publish()?;
+        } else {
+            e.rx_used.ring().scribble_producer_index(3 * RING_CAP as u32 + 7);
+        }
+        Ok(())
+    }
+
     /// Arm the wake-me flags for what the driver is waiting for, re-checking each ring after
     /// arming. Block on the notification only on [`Wait::Block`]. Call [`flush`](Self::flush)
     /// first.

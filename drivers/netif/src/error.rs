@@ -48,6 +48,12 @@ pub enum NetifError {
     Faulty,
     /// The driver side has not initialised the rings.
     NotInitialised,
+    /// The driver took no frame from `tx_submit` and returned none on `tx_done` for this long
+    /// while frames were waiting (found by the server's watchdog, not by a ring check).
+    TxStalled {
+        /// Milliseconds without progress.
+        ms: u64,
+    },
 }
 
 impl NetifError {
@@ -58,7 +64,8 @@ impl NetifError {
             NetifError::BadDescriptor { .. }
             | NetifError::TooShort { .. }
             | NetifError::WrongRing { .. }
-            | NetifError::FrameLength { .. } => true,
+            | NetifError::FrameLength { .. }
+            | NetifError::TxStalled { .. } => true,
             _ => false,
         }
     }
@@ -82,6 +89,7 @@ impl core::fmt::Display for NetifError {
             NetifError::Down => write!(f, "no driver attached"),
             NetifError::Faulty => write!(f, "driver is faulty"),
             NetifError::NotInitialised => write!(f, "rings not initialised"),
+            NetifError::TxStalled { ms } => write!(f, "transmit ring stalled: no progress for {ms} ms with frames waiting"),
         }
     }
 }

@@ -381,6 +381,19 @@ impl<'a> ServerSide<'a> {
         }
     }
 
+    /// Frames lent on `tx_submit` that the driver has not returned.
+    pub fn tx_in_flight(&self) -> usize {
+        self.loans.iter().filter(|&&l| l == Loan::Tx).count()
+    }
+
+    /// Declares the attached driver faulty for something the server found itself (a watchdog:
+    /// [`NetifError::TxStalled`]), as if it had broken the protocol: ignored until it restarts.
+    pub fn declare_faulty(&mut self, error: NetifError) {
+        if self.ends.is_some() {
+            let _ = self.fault(error);
+        }
+    }
+
     // ---- internals ----
 
     fn not_up(&self) -> NetifError {

@@ -106,12 +106,14 @@ pub struct Driver<'a, D: NetDevice> {
     stats: Stats,
     rx_used_full: bool,
     tx_done_full: bool,
+    /// Fault injection: the transmit ring is no longer processed.
+    tx_stalled: bool,
 }
 
 impl<'a, D: NetDevice> Driver<'a, D> {
     /// A driver for `dev` over `side`. Call [`start`](Self::start) next.
     pub fn new(dev: D, side: DriverSide<'a>) -> Self {
-        Driver { dev, side, stats: Stats::default(), rx_used_full: false, tx_done_full: false }
+        Driver { dev, side, stats: Stats::default(), rx_used_full: false, tx_done_full: false, tx_stalled: false }
     }
 
     /// (Re)initialise the rings with a new epoch and publish `mac`/`mtu`. The device must have
@@ -146,11 +148,27 @@ impl<'a, D: NetDevice> Driver<'a, D> {
     /// the device, then publish and release. Signal the server on [`Notify::Signal`]. An error
     /// means the server's rings are corrupt (or were re-initialised by someone else): stop.
     pub fn pump(&mut self) -> Result<Notify, NetifError> {
-        self.complete_tx()?;
+        if !self.tx_stalled {
+            self.complete_tx()?;
+        }
         self.complete_rx()?;
         self.post_rx()?;
-        self.post_tx()?;
+        if !self.tx_stalled {
+            self.post_tx()?;
+        }
         self.side.flush()
+    }
+
+    /// Fault injection: stop processing the transmit ring (frames the server submits are
+    /// never taken, sent frames never returned) while receiving goes on. The server must notice
+    /// the stall and have this driver restarted.
+    pub fn stall_tx(&mut self) {
+        self.tx_stalled = true;
+    }
+
+    /// Fault injection: write garbage into a ring (see [`DriverSide::inject_garbage`]).
+    pub fn inject_garbage(&mut self, variant: u64) -> Result<(), NetifError> {
+        self.side.inject_garbage(variant)
     }
 
     /// Arm the wake-ups this driver needs from the server; block only on [`Wait::Block`]. The
@@ -158,7 +176,7 @@ impl<'a, D: NetDevice> Driver<'a, D> {
     pub fn prepare_wait(&mut self) -> Result<Wait, NetifError> {
         let interest = Interest {
             rx_buffers: self.dev.can_receive(),
-            tx_frames: self.dev.can_send(),
+            tx_frames: self.dev.can_send() && !self.tx_stalled,
             rx_used_room: self.rx_used_full,
             tx_done_room: self.tx_done_full,
         };

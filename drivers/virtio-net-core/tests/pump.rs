@@ -384,3 +384,61 @@ fn two_threads_block_on_notifications_and_nothing_is_lost() {
     assert!(waits > 0, "the driver blocked when idle");
     assert_eq!(HEADROOM, 32);
 }
+
+/// Injected garbage (both variants) makes the server declare the driver faulty without touching
+/// anything the driver named, and a driver restarted afterwards is taken up again.
+#[test]
+fn injected_garbage_marks_the_driver_faulty_until_it_restarts() {
+    for variant in 0..2u64 {
+        let iface = Iface::new();
+        let wire = Arc::new(Mutex::new(Wire::default()));
+        let mut driver = iface.driver(FakeDevice::new(16, wire.clone()));
+        driver.start(MAC, 1500).unwrap();
+        let mut server = iface.server();
+        wire.lock().unwrap().incoming.extend((0..5).map(frame));
+        let mut got = 0;
+        settle(&mut server, &mut driver, |_| got += 1);
+        assert_eq!(got, 5);
+        driver.inject_garbage(variant).unwrap();
+        server.service();
+        let faulty = loop {
+            match server.recv() {
+                Ok(Some(f)) => server.recycle(f),
+                Ok(None) => break matches!(server.link(), LinkState::Faulty { .. }),
+                Err(e) => break e == NetifError::Faulty,
+            }
+        };
+        assert!(faulty, "variant {variant}: garbage not detected; link {:?}", server.link());
+        drop(driver);
+        let mut new = iface.driver(FakeDevice::new(16, wire.clone()));
+        new.start(MAC, 1500).unwrap();
+        wire.lock().unwrap().incoming.extend((5..10).map(frame));
+        settle(&mut server, &mut new, |_| got += 1);
+        assert_eq!(got, 10, "variant {variant}: traffic resumes with the new driver");
+        assert!(matches!(server.link(), LinkState::Up { .. }));
+    }
+}
+
+/// A driver told to stall its transmit ring keeps receiving but never takes another frame.
+#[test]
+fn a_stalled_transmit_ring_stops_sending_but_not_receiving() {
+    let iface = Iface::new();
+    let wire = Arc::new(Mutex::new(Wire::default()));
+    let mut driver = iface.driver(FakeDevice::new(16, wire.clone()));
+    driver.start(MAC, 1500).unwrap();
+    let mut server = iface.server();
+    server.service();
+    driver.stall_tx();
+    for i in 0..4 {
+        let tx = server.alloc_tx().unwrap();
+        let f = frame(i);
+        server.tx_buf_mut(&tx)[..f.len()].copy_from_slice(&f);
+        server.send(tx, f.len() as u32).unwrap();
+    }
+    wire.lock().unwrap().incoming.extend((0..5).map(frame));
+    let mut got = 0;
+    settle(&mut server, &mut driver, |_| got += 1);
+    assert_eq!(got, 5, "receiving goes on");
+    assert!(wire.lock().unwrap().sent.is_empty(), "nothing sent");
+    assert_eq!(server.stats().tx_done, 0);
+}

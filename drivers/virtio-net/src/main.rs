@@ -15,6 +15,7 @@ use netif::{DriverSide, Notify, Wait, BUF_SIZE, DRIVER_BADGE_IRQ};
 use sel4::{Cap, IrqHandler, Notification, X86IoPort};
 use sel4_dma::{take_region, PortCam, Sel4Hal, VirtioNic};
 use sel4_rt::{println, StartInfo};
+use sel4_rt::health::FaultKind;
 use virtio_drivers::transport::pci::bus::PciRoot;
 use virtio_drivers::transport::pci::PciTransport;
 use virtio_net_core::pci::{find_virtio_net, place_bar, virtio_bar};
@@ -74,6 +75,8 @@ fn main(_info: &'static StartInfo) {
     let cam = PortCam::new(ports);
     let mut root = PciRoot::new(cam);
     let df = need!(find_virtio_net(&root).ok_or("no virtio-net function on bus 0"), "PCI");
+    // Should this instance die, the supervisor turns the function's bus mastering off.
+    sel4_rt::health::set_pci_device(df.bus, df.device, df.function);
     let bar = need!(virtio_bar(&root, &cam, df), "virtio capabilities");
     let placed = need!(place_bar(&mut root, df, bar, grant.paddr, grant.len as u64), "BAR placement");
     println!(
@@ -100,6 +103,20 @@ fn main(_info: &'static StartInfo) {
     let mut reported = 0;
 
     loop {
+        // The supervisor's heartbeat (its ping wakes us through `wake`), and the faults it may
+        // ask us to commit for testing.
+        if let Some(kind) = sel4_rt::health::beat() {
+            println!("fault injection: committing `{}`", kind.name());
+            match sel4_rt::health::commit(kind) {
+                FaultKind::StallTx => driver.stall_tx(),
+                FaultKind::Garbage => {
+                    let _ = driver.inject_garbage(sel4_rt::rdtsc() >> 4);
+                    server.signal();
+                    return zombie(wake, irq, &mut driver);
+                }
+                _ => {}
+            }
+        }
         match driver.pump() {
             Ok(Notify::Signal) => server.signal(),
             Ok(Notify::Quiet) => {}
@@ -127,6 +144,19 @@ fn main(_info: &'static StartInfo) {
     }
 }
 
+/// After writing garbage into a ring: stop producing (a healthy producer would overwrite the
+/// garbage), keep answering heartbeats and keep the interrupt quiet. The server is the one who
+/// must notice.
+fn zombie<D: virtio_net_core::NetDevice>(wake: Cap<Notification>, irq: Cap<IrqHandler>, driver: &mut Driver<'_, D>) {
+    loop {
+        let _ = sel4_rt::health::beat();
+        if wake.wait() & DRIVER_BADGE_IRQ != 0 {
+            let _ = driver.interrupt();
+            let _ = irq.ack();
+        }
+    }
+}
+
 /// First spurious-interrupt count reported (then at doublings).
 const SPURIOUS_REPORT: u64 = 1000;
 
@@ -140,6 +170,7 @@ fn serve_nothing<D: virtio_net_core::NetDevice>(
 ) {
     println!("server broke the ring protocol ({e}); no longer serving it; stats {:?}", driver.stats());
     loop {
+        let _ = sel4_rt::health::beat();
         if wake.wait() & DRIVER_BADGE_IRQ != 0 {
             let _ = driver.interrupt();
             let _ = irq.ack();

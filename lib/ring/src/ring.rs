@@ -175,6 +175,15 @@ impl<'a, T: Item, const N: usize> Ring<'a, T, N> {
         next
     }
 
+    /// Fault injection, to test the peer's defences: moves the producer index `ahead` slots
+    /// past where it is (same epoch), as a broken or hostile producer would. Never called by a
+    /// correct side; the consumer must report the index as outside the protocol window.
+    pub fn scribble_producer_index(&self, ahead: u32) {
+        let word = self.header.producer.tail.load(Ordering::Relaxed);
+        let index = (word as u32).wrapping_add(ahead);
+        self.header.producer.tail.store(index_word((word >> 32) as u32, index), Ordering::Release);
+    }
+
     /// The epoch currently in the header (0: not initialised or being re-initialised). Untrusted.
     pub fn epoch(&self) -> u32 {
         self.header.setup.epoch.load(Ordering::Acquire)

@@ -25,6 +25,7 @@ pub mod sync;
 pub mod thread;
 pub mod window;
 pub mod shared;
+pub mod health;
 
 pub use sysdesc::StartInfo;
 

@@ -46,6 +46,8 @@ pub const WINDOW_VADDR: u64 = 0x3FF0_0000;
 /// One page shared by every component and the root task: word 0 is the console lock, so that
 /// lines printed at the same time on different cores do not interleave.
 pub const CONSOLE_VADDR: u64 = 0x3FE0_0000;
+/// The health page of a component with a heartbeat (layout: [`health`]).
+pub const HEALTH_VADDR: u64 = 0x3FD0_0000;
 /// The heap.
 pub const HEAP_BASE: u64 = 0x4000_0000;
 /// Regions, device memory and anything else the root task maps without a fixed address.
@@ -66,6 +68,18 @@ pub struct System {
     pub io_ports: Vec<IoPortGrant>,
     pub irqs: Vec<IrqGrant>,
     pub mmio: Vec<MmioGrant>,
+    /// What the root task's supervisor offers beyond restarting on faults.
+    pub supervisor: Supervisor,
+}
+
+/// The supervisor's own settings (`[supervisor]`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Supervisor {
+    /// Listen for commands (fault injection) on the second serial port, COM2; see [`control`].
+    pub control_serial: bool,
+    /// A region in which the supervisor records every restart ([`restart_log`]), for the
+    /// components that map it (the net server shows them in its statistics).
+    pub restart_log: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -85,6 +99,22 @@ pub struct Component {
     pub restart: bool,
     /// Free-form settings for the component (`[component.config]`), handed over unchanged.
     pub config: Vec<(String, String)>,
+    /// The supervisor pings the component and declares it hung when a ping goes unanswered.
+    pub heartbeat: Option<Heartbeat>,
+    /// Components that may tell the supervisor this one is faulty (it is then restarted), and
+    /// the name of the notification capability they get for it.
+    pub reported_by: Vec<Holder>,
+}
+
+/// Liveness checking of one component (see [`health`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The notification (by the component's name for it) that wakes the component's main loop;
+    /// the supervisor signals it with [`Heartbeat::badge`] to ping.
+    pub notification: String,
+    pub badge: u64,
+    /// A ping unanswered for this long means the component is hung.
+    pub timeout_ms: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -279,6 +309,8 @@ pub struct StartInfo {
     pub config: Vec<(String, String)>,
     /// Whether the system-wide console page is mapped at [`CONSOLE_VADDR`].
     pub console: bool,
+    /// Whether the component has a heartbeat: its health page is mapped at [`HEALTH_VADDR`].
+    pub health: bool,
 }
 
 impl StartInfo {
@@ -332,5 +364,256 @@ impl StartInfo {
         let len = u32::from_le_bytes(page.get(0..4).ok_or("short page")?.try_into().map_err(|_| "short page")?);
         let body = page.get(START_HEADER..START_HEADER + len as usize).ok_or("start-up body out of bounds")?;
         postcard::from_bytes(body).map_err(|_| "malformed start-up configuration")
+    }
+}
+
+/// The health page shared by the supervisor and a component with a heartbeat: little-endian
+/// words. The supervisor writes [`health::PING`] and the injection request; the component
+/// answers by copying the ping into [`health::PONG`], and acknowledges an injection by writing
+/// its sequence number into [`health::TAKEN`] (and the TSC into [`health::INJECTED_AT`]) just
+/// before it acts on it. The page outlives the instances, so the supervisor can still read what
+/// a dead instance wrote; it clears the page before starting a new one.
+pub mod health {
+    /// Word index: ping sequence number (supervisor).
+    pub const PING: usize = 0;
+    /// Word index: the last ping answered (component).
+    pub const PONG: usize = 1;
+    /// Word index: injection request sequence number (supervisor; 0 = none).
+    pub const INJECT_SEQ: usize = 2;
+    /// Word index: the [`FaultKind`] requested.
+    pub const INJECT_KIND: usize = 3;
+    /// Word index: the injection sequence number the component acted on.
+    pub const TAKEN: usize = 4;
+    /// Word index: TSC when the component acted on it.
+    pub const INJECTED_AT: usize = 5;
+    /// Word index: the PCI function whose bus mastering the supervisor turns off when the
+    /// component dies, as `1 + (bus << 8 | device << 3 | function)` (0: none).
+    pub const PCI_DEVICE: usize = 6;
+
+    /// The faults a component can be asked to commit.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    #[repr(u64)]
+    pub enum FaultKind {
+        /// A bad memory access (page fault).
+        Crash = 1,
+        /// An illegal instruction.
+        Illegal = 2,
+        /// A Rust panic.
+        Panic = 3,
+        /// Stops answering pings and serving (spins).
+        Hang = 4,
+        /// Stops processing its transmit ring (still answers pings).
+        StallTx = 5,
+        /// Writes garbage indices or descriptors into a ring.
+        Garbage = 6,
+    }
+
+    impl FaultKind {
+        pub const ALL: [FaultKind; 6] =
+            [FaultKind::Crash, FaultKind::Illegal, FaultKind::Panic, FaultKind::Hang, FaultKind::StallTx, FaultKind::Garbage];
+
+        /// The word used on the control channel and in reports.
+        pub const fn name(self) -> &'static str {
+            match self {
+                FaultKind::Crash => "crash",
+                FaultKind::Illegal => "illegal",
+                FaultKind::Panic => "panic",
+                FaultKind::Hang => "hang",
+                FaultKind::StallTx => "stall-tx",
+                FaultKind::Garbage => "garbage",
+            }
+        }
+
+        pub fn from_name(name: &str) -> Option<FaultKind> {
+            FaultKind::ALL.into_iter().find(|k| k.name() == name)
+        }
+
+        pub fn from_word(w: u64) -> Option<FaultKind> {
+            FaultKind::ALL.into_iter().find(|k| *k as u64 == w)
+        }
+    }
+}
+
+/// The supervisor's control channel on COM2: one command per line, one answer per line.
+///
+/// | command | answer |
+/// |---|---|
+/// | `inject <component> <kind>` (kind: [`health::FaultKind::name`]) | `ok <seq>` or `error <why>` |
+/// | `restarts` | `restarts <component>=<n> ...` (components marked restart) |
+pub mod control {
+    use super::health::FaultKind;
+
+    /// Longest command line accepted.
+    pub const MAX_LINE: usize = 128;
+
+    /// A parsed command.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Command<'a> {
+        Inject { component: &'a str, kind: FaultKind },
+        Restarts,
+    }
+
+    /// Parses one line (without its end of line); the error is the answer's text.
+    pub fn parse(line: &str) -> Result<Command<'_>, &'static str> {
+        let mut words = line.split_ascii_whitespace();
+        let command = match words.next() {
+            Some("inject") => {
+                let component = words.next().ok_or("usage: inject <component> <kind>")?;
+                let kind = words.next().ok_or("usage: inject <component> <kind>")?;
+                let kind = FaultKind::from_name(kind).ok_or("kinds: crash illegal panic hang stall-tx garbage")?;
+                Command::Inject { component, kind }
+            }
+            Some("restarts") => Command::Restarts,
+            Some(_) => return Err("commands: inject <component> <kind>, restarts"),
+            None => return Err("empty command"),
+        };
+        match words.next() {
+            Some(_) => Err("too many words"),
+            None => Ok(command),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn commands_parse_and_nonsense_gets_a_reason() {
+            assert_eq!(parse("inject virtio-net stall-tx"), Ok(Command::Inject { component: "virtio-net", kind: FaultKind::StallTx }));
+            assert_eq!(parse("  restarts "), Ok(Command::Restarts));
+            assert!(parse("inject virtio-net").is_err());
+            assert!(parse("inject virtio-net melt").unwrap_err().starts_with("kinds:"));
+            assert!(parse("inject a crash extra").is_err());
+            assert!(parse("reboot").is_err());
+            assert!(parse("").is_err());
+            for k in FaultKind::ALL {
+                assert_eq!(FaultKind::from_name(k.name()), Some(k));
+                assert_eq!(FaultKind::from_word(k as u64), Some(k));
+            }
+        }
+    }
+}
+
+/// The restart log region: word 0 counts records ever written; record `n` (from 0) occupies
+/// bytes `64 + (n % RECORDS) * 64 ..` of the first page. The supervisor writes the record, then
+/// the count; a reader re-reads the count to detect a record overwritten while it read.
+pub mod restart_log {
+    /// Records kept (the first page holds them, after a 64-byte header).
+    pub const RECORDS: u64 = 63;
+    pub const RECORD_SIZE: usize = 64;
+    /// Longest cause text kept.
+    pub const CAUSE_LEN: usize = 16;
+    /// Longest component name kept.
+    pub const NAME_LEN: usize = 16;
+
+    /// One restart.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Record {
+        /// Index of the component in the system description.
+        pub component: u32,
+        /// That component's restart count, this one included.
+        pub restart: u32,
+        /// TSC of the fault: when an injected fault was committed, else when it was detected.
+        pub fault_tsc: u64,
+        /// TSC when the supervisor learnt of it.
+        pub detected_tsc: u64,
+        /// TSC when the new instance started running (0: the restart failed).
+        pub running_tsc: u64,
+        /// What happened, e.g. `crash`, `hang`, `page fault`, `reported faulty` (truncated).
+        pub cause: [u8; CAUSE_LEN],
+        /// The component's name (truncated).
+        pub name: [u8; NAME_LEN],
+    }
+
+    fn text(bytes: &[u8]) -> &str {
+        let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+        let mut n = len;
+        // A torn or hostile record may end mid-character: keep the valid prefix.
+        loop {
+            if let Ok(s) = core::str::from_utf8(&bytes[..n]) {
+                return s;
+            }
+            n -= 1;
+        }
+    }
+
+    fn set_text(field: &mut [u8], text: &str) {
+        field.fill(0);
+        let mut n = text.len().min(field.len());
+        while !text.is_char_boundary(n) {
+            n -= 1;
+        }
+        field[..n].copy_from_slice(&text.as_bytes()[..n]);
+    }
+
+    impl Record {
+        pub fn cause_str(&self) -> &str {
+            text(&self.cause)
+        }
+
+        pub fn set_cause(&mut self, cause: &str) {
+            set_text(&mut self.cause, cause);
+        }
+
+        pub fn name_str(&self) -> &str {
+            text(&self.name)
+        }
+
+        pub fn set_name(&mut self, name: &str) {
+            set_text(&mut self.name, name);
+        }
+
+        pub fn encode(&self) -> [u8; RECORD_SIZE] {
+            let mut b = [0u8; RECORD_SIZE];
+            b[0..4].copy_from_slice(&self.component.to_le_bytes());
+            b[4..8].copy_from_slice(&self.restart.to_le_bytes());
+            b[8..16].copy_from_slice(&self.fault_tsc.to_le_bytes());
+            b[16..24].copy_from_slice(&self.detected_tsc.to_le_bytes());
+            b[24..32].copy_from_slice(&self.running_tsc.to_le_bytes());
+            b[32..32 + CAUSE_LEN].copy_from_slice(&self.cause);
+            b[48..48 + NAME_LEN].copy_from_slice(&self.name);
+            b
+        }
+
+        pub fn decode(b: &[u8; RECORD_SIZE]) -> Record {
+            let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+            let u64_at = |o: usize| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&b[o..o + 8]);
+                u64::from_le_bytes(w)
+            };
+            let mut cause = [0u8; CAUSE_LEN];
+            cause.copy_from_slice(&b[32..32 + CAUSE_LEN]);
+            let mut name = [0u8; NAME_LEN];
+            name.copy_from_slice(&b[48..48 + NAME_LEN]);
+            Record { component: u32_at(0), restart: u32_at(4), fault_tsc: u64_at(8), detected_tsc: u64_at(16), running_tsc: u64_at(24), cause, name }
+        }
+    }
+
+    /// Byte offset of record `n`.
+    pub const fn offset(n: u64) -> usize {
+        64 + (n % RECORDS) as usize * RECORD_SIZE
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn records_round_trip_and_causes_truncate_on_char_boundaries() {
+            let mut r = Record { component: 3, restart: 7, fault_tsc: 1, detected_tsc: 2, running_tsc: 3, ..Record::default() };
+            r.set_cause("reported faulty by `netserver`");
+            r.set_name("virtio-net");
+            assert_eq!(r.cause_str(), "reported faulty ");
+            assert_eq!(r.name_str(), "virtio-net");
+            assert_eq!(Record::decode(&r.encode()), r);
+            r.set_cause("ééééééééé");
+            assert_eq!(r.cause_str(), "éééééééé");
+            // A record cut mid-character (torn, or written by someone hostile) still reads.
+            let mut bytes = r.encode();
+            bytes[32 + 15] = 0xC3;
+            assert_eq!(Record::decode(&bytes).cause_str(), "ééééééé");
+            assert!(offset(RECORDS - 1) + RECORD_SIZE <= 4096);
+        }
     }
 }

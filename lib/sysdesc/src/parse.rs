@@ -40,6 +40,31 @@ struct RawSystem {
     irq: Vec<RawIrq>,
     #[serde(default)]
     mmio: Vec<MmioGrant>,
+    #[serde(default)]
+    supervisor: RawSupervisor,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSupervisor {
+    #[serde(default)]
+    control_serial: bool,
+    restart_log: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeartbeat {
+    notification: String,
+    badge: u64,
+    timeout_ms: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReporter {
+    component: String,
+    name: String,
 }
 
 #[derive(Deserialize)]
@@ -61,6 +86,9 @@ struct RawComponent {
     restart: bool,
     #[serde(default)]
     config: std::collections::BTreeMap<String, String>,
+    heartbeat: Option<RawHeartbeat>,
+    #[serde(default)]
+    reported_by: Vec<RawReporter>,
 }
 
 #[derive(Deserialize)]
@@ -207,6 +235,12 @@ pub fn parse(text: &str, max_cores: u8) -> Result<System, Vec<DescError>> {
                 .collect(),
             restart: c.restart,
             config: c.config.into_iter().collect(),
+            heartbeat: c.heartbeat.map(|h| Heartbeat { notification: h.notification, badge: h.badge, timeout_ms: h.timeout_ms }),
+            reported_by: c
+                .reported_by
+                .into_iter()
+                .map(|r| Holder { component: r.component, badge: 0, name: r.name })
+                .collect(),
         });
     }
     let known = |name: &str| names.contains(name);
@@ -251,6 +285,33 @@ pub fn parse(text: &str, max_cores: u8) -> Result<System, Vec<DescError>> {
     };
     let endpoints = channels("endpoint", raw.endpoint, &mut err);
     let notifications = channels("notification", raw.notification, &mut err);
+
+    // Supervision: heartbeats go through a notification the component holds, with a badge of
+    // their own; reporters get a capability name of their own.
+    for c in &components {
+        if let Some(h) = &c.heartbeat {
+            let channel = notifications.iter().find(|n| n.holders.iter().any(|x| x.component == c.name && x.name == h.notification));
+            match channel {
+                None => err(format!("component `{}`: heartbeat names no notification `{}` it holds", c.name, h.notification)),
+                Some(ch) if ch.holders.iter().any(|x| x.badge == h.badge) => {
+                    err(format!("component `{}`: heartbeat badge {} is also a holder's badge of `{}`", c.name, h.badge, ch.name))
+                }
+                Some(_) => {}
+            }
+            if h.badge == 0 || h.badge > MAX_BADGE {
+                err(format!("component `{}`: heartbeat badge {} must be between 1 and {MAX_BADGE}", c.name, h.badge));
+            }
+            if h.timeout_ms == 0 {
+                err(format!("component `{}`: heartbeat timeout_ms must be positive", c.name));
+            }
+        }
+        for r in &c.reported_by {
+            if !known(&r.component) {
+                err(format!("component `{}`: reported_by names unknown component `{}`", c.name, r.component));
+            }
+            claim_cap(&mut err, &r.component, &r.name, &format!("reporting `{}` faulty", c.name));
+        }
+    }
 
     // Regions and the fixed addresses components ask for.
     let mut region_names = BTreeSet::new();
@@ -381,8 +442,15 @@ pub fn parse(text: &str, max_cores: u8) -> Result<System, Vec<DescError>> {
         }
     }
 
+    if let Some(r) = &raw.supervisor.restart_log {
+        if !region_names.contains(r) {
+            err(format!("supervisor: restart_log names no region `{r}`"));
+        }
+    }
+    let supervisor = Supervisor { control_serial: raw.supervisor.control_serial, restart_log: raw.supervisor.restart_log };
+
     if errors.is_empty() {
-        Ok(System { components, endpoints, notifications, regions, io_ports: raw.io_port, irqs, mmio: raw.mmio })
+        Ok(System { components, endpoints, notifications, regions, io_ports: raw.io_port, irqs, mmio: raw.mmio, supervisor })
     } else {
         Err(errors)
     }
@@ -434,6 +502,35 @@ mod tests {
 
     fn errors_of(text: &str) -> Vec<String> {
         parse(text, 2).unwrap_err().into_iter().map(|e| e.0).collect()
+    }
+
+    #[test]
+    fn supervision_is_parsed_and_checked() {
+        // `pong` holds `bell` unbadged; ping holds it with badge 1.
+        let text = format!(
+            "{GOOD}
+            [supervisor]
+            control_serial = true
+            restart_log = \"shared\""
+        )
+        .replace(
+            "name = \"pong\"",
+            "name = \"pong\"\n        restart = true\n        heartbeat = { notification = \"bell\", badge = 4, timeout_ms = 100 }\n        reported_by = [{ component = \"ping\", name = \"pong_faulty\" }]",
+        );
+        let sys = parse(&text, 2).unwrap();
+        let pong = sys.components.iter().find(|c| c.name == "pong").unwrap();
+        assert_eq!(pong.heartbeat.as_ref().map(|h| (h.badge, h.timeout_ms)), Some((4, 100)));
+        assert_eq!(pong.reported_by[0].name, "pong_faulty");
+        assert!(sys.supervisor.control_serial);
+        assert_eq!(sys.supervisor.restart_log.as_deref(), Some("shared"));
+
+        let errs = errors_of(&text.replace("badge = 4", "badge = 1").replace("restart_log = \"shared\"", "restart_log = \"nowhere\""));
+        assert!(errs.iter().any(|e| e.contains("heartbeat badge 1 is also a holder's badge")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.contains("restart_log names no region `nowhere`")), "{errs:?}");
+        let errs = errors_of(&text.replace("name = \"pong_faulty\"", "name = \"bell\""));
+        assert!(errs.iter().any(|e| e.contains("two capabilities named `bell`")), "{errs:?}");
+        let errs = errors_of(&text.replace("notification = \"bell\"", "notification = \"gong\""));
+        assert!(errs.iter().any(|e| e.contains("no notification `gong`")), "{errs:?}");
     }
 
     #[test]
