@@ -5,12 +5,16 @@
 //! * `test`  — host tests of every host crate, then the in-QEMU tests of `tests/qemu/*.toml`.
 //! * `bench` — the host crates' benchmarks, then the system benchmark in QEMU (`sysbench.rs`).
 //! * `check` — validate system descriptions only.
+//! * `fault-campaign` — inject faults into the running product system under verified traffic.
+//! * `inject` — inject one fault into a running `cargo xtask run` through its control socket.
 //!
 //! Everything is incremental: an unchanged tree rebuilds nothing. Outputs live under `target/`:
 //! `kernel/<variant>/` (kernel build), `sel4/<variant>/` (user programs and packed images),
 //! `image/<system>-<variant>/{kernel32.elf,root-task.elf}` (what QEMU boots), `qemu-logs/`.
 #![forbid(unsafe_code)]
 
+mod campaign;
+mod control;
 mod deps;
 mod elf;
 mod hostnet;
@@ -79,6 +83,85 @@ enum Verb {
     /// Validate system descriptions without building anything (default: system.toml and every
     /// tests/qemu/*.toml).
     Check(CheckArgs),
+    /// Boot the product system, keep verified traffic running from the host, inject faults into
+    /// the virtio-net driver at random times and report recovery (table, and JSON in target/bench/).
+    ///
+    /// Traffic: TCP echo streams (every echoed byte checked in order), HTTP POST /sink (the
+    /// guest's SHA-256 compared with the host's) and GET /bytes/N (checked against the pattern)
+    /// on one keep-alive connection, UDP echo (losses counted). Faults go through the control
+    /// channel (QEMU's COM2 on a Unix socket); one at a time: after each, the campaign waits for
+    /// the net server's RECOVERY line and for every TCP activity to move again, then a random
+    /// pause. Exits non-zero on any fault not injected or not recovered, any lost or corrupted
+    /// byte, or another component dying. Timings are reported, never judged.
+    FaultCampaign(CampaignArgs),
+    /// Inject one fault into a running `cargo xtask run` through its control socket and print
+    /// the root task's answer (`ok <seq>` or `error <reason>`).
+    ///
+    /// Kinds: crash (bad memory access), illegal (illegal instruction), panic, hang (stops
+    /// answering the heartbeat), stall-tx (stops processing its transmit ring), garbage (writes
+    /// garbage into a ring). Watch the run's console for the restart and the RECOVERY line.
+    Inject(InjectArgs),
+}
+
+#[derive(Args)]
+struct CampaignArgs {
+    /// Number of faults to inject (every kind at least once when N >= the number of kinds).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    faults: usize,
+    /// Seed of the fault plan, the pauses and the traffic (printed; default: from the clock).
+    #[arg(long, value_name = "SEED")]
+    seed: Option<u64>,
+    /// Fault kinds to draw from (comma-separated; default: all).
+    #[arg(long, value_name = "KINDS", value_delimiter = ',')]
+    kinds: Vec<String>,
+    /// Component to inject into.
+    #[arg(long, value_name = "NAME", default_value = control::DEFAULT_COMPONENT)]
+    component: String,
+    /// Concurrent TCP echo streams.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    streams: usize,
+    /// KiB per second each echo stream sends at most.
+    #[arg(long, value_name = "KIB", default_value_t = 256)]
+    stream_kib_s: u64,
+    /// No HTTP traffic.
+    #[arg(long)]
+    no_http: bool,
+    /// No UDP traffic.
+    #[arg(long)]
+    no_udp: bool,
+    /// Seconds from the injection to the RECOVERY line before the fault counts as unrecovered.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    recovery_timeout: f64,
+    /// Seconds after the RECOVERY line within which every TCP activity must move again.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    resume_timeout: f64,
+    /// Shortest random pause before a fault, after the previous one recovered (ms).
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    min_gap_ms: u64,
+    /// Longest random pause before a fault (ms).
+    #[arg(long, value_name = "MS", default_value_t = 1500)]
+    max_gap_ms: u64,
+    /// Boot the last build of system.toml without building first.
+    #[arg(long)]
+    no_build: bool,
+    /// Where the JSON goes (the console log next to it as <stem>-console.log).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct InjectArgs {
+    /// crash | illegal | panic | hang | stall-tx | garbage
+    kind: String,
+    /// Component to inject into.
+    #[arg(long, value_name = "NAME", default_value = control::DEFAULT_COMPONENT)]
+    component: String,
+    /// The control socket of the running system (default: the one `cargo xtask run` makes).
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
+    /// Seconds to wait for the answer.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    timeout: f64,
 }
 
 #[derive(Args)]
@@ -125,6 +208,9 @@ struct RunArgs {
     /// Boot the last build without building first.
     #[arg(long)]
     no_build: bool,
+    /// The control channel's Unix socket (QEMU's COM2; `cargo xtask inject` talks to it).
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
     /// Extra arguments passed to QEMU as they are (after `--`).
     #[arg(last = true, value_name = "QEMU_ARGS")]
     qemu_args: Vec<String>,
@@ -213,6 +299,8 @@ fn main() -> ExitCode {
         Verb::Test(a) => test::test(&ws, a.host_only, a.qemu_only, a.filter.as_deref(), a.list),
         Verb::Bench(a) => bench(&ws, a),
         Verb::Check(a) => check(&ws, a),
+        Verb::FaultCampaign(a) => fault_campaign(&ws, a),
+        Verb::Inject(a) => inject(&ws, a),
     });
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
@@ -406,6 +494,19 @@ fn run(ws: &Ws, a: RunArgs) -> Result<i32> {
         if let Some(p) = &pcap {
             message.push_str(&format!("; frames to {}", p.display()));
         }
+        // The control channel: COM2 on a Unix socket, after the console's serial port.
+        let socket = a
+            .control
+            .as_ref()
+            .map(|p| std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.clone()))
+            .unwrap_or_else(|| control::default_run_socket(&ws.target));
+        control::prepare_socket(&socket)?;
+        extra.extend(control::qemu_args(&socket)?);
+        message.push_str(&format!(
+            "; control: {} (cargo xtask inject <kind>{})",
+            socket.display(),
+            if a.control.is_some() { format!(" --control {}", socket.display()) } else { String::new() }
+        ));
         ready = Some(("[netserver] ready:".to_string(), message));
     } else if a.pcap.is_some() {
         bail!("--pcap needs the default network (a system with a virtio-net driver, no -netdev of your own)");
@@ -511,5 +612,58 @@ fn bench(ws: &Ws, a: BenchArgs) -> Result<i32> {
     } else {
         eprintln!("benchmarks failed in: {}", failed.join(", "));
         Ok(1)
+    }
+}
+
+fn fault_campaign(ws: &Ws, a: CampaignArgs) -> Result<i32> {
+    if a.min_gap_ms > a.max_gap_ms {
+        bail!("--min-gap-ms {} is above --max-gap-ms {}", a.min_gap_ms, a.max_gap_ms);
+    }
+    let mut o = campaign::Options::new(ws, a.faults);
+    if let Some(s) = a.seed {
+        o.seed = s;
+    }
+    if !a.kinds.is_empty() {
+        o.kinds = a.kinds;
+    }
+    o.component = a.component;
+    o.streams = a.streams;
+    o.stream_rate = a.stream_kib_s.max(1) << 10;
+    o.http = !a.no_http;
+    o.udp = !a.no_udp;
+    o.recovery_timeout = Duration::from_secs_f64(a.recovery_timeout.max(0.1));
+    o.resume_timeout = Duration::from_secs_f64(a.resume_timeout.max(0.1));
+    o.min_gap = Duration::from_millis(a.min_gap_ms);
+    o.max_gap = Duration::from_millis(a.max_gap_ms);
+    o.no_build = a.no_build;
+    if let Some(out) = a.out {
+        o.out = std::env::current_dir().map(|d| d.join(&out)).unwrap_or(out);
+    }
+    let report = campaign::run(ws, &o)?;
+    Ok(if report.passed() { 0 } else { 1 })
+}
+
+fn inject(ws: &Ws, a: InjectArgs) -> Result<i32> {
+    if !control::KINDS.contains(&a.kind.as_str()) {
+        eprintln!(
+            "note: `{}` is not one of the known kinds ({}); sending it anyway",
+            a.kind,
+            control::KINDS.join(", ")
+        );
+    }
+    let socket = a
+        .control
+        .map(|p| ws.user_path(&p))
+        .unwrap_or_else(|| control::default_run_socket(&ws.target));
+    let mut c = control::Control::connect(&socket, Duration::from_secs(2))?;
+    match c.inject(&a.component, &a.kind, Duration::from_secs_f64(a.timeout.max(0.1)))? {
+        control::Answer::Ok(seq) => {
+            println!("ok {seq}: injected `{}` into `{}`", a.kind, a.component);
+            Ok(0)
+        }
+        control::Answer::Error(why) => {
+            println!("error {why}");
+            Ok(1)
+        }
     }
 }
