@@ -237,6 +237,13 @@ pub fn test(
                 .unwrap_or_else(|e| format!("INVALID: {e:#}"));
             println!("{:24} {about}", test_name(f));
         }
+        if campaign_selected(filter) {
+            println!(
+                "{:24} smp -smp 2: {}",
+                crate::campaign::TEST_NAME,
+                crate::campaign::TEST_DESCRIPTION
+            );
+        }
         return Ok(0);
     }
     let started = Instant::now();
@@ -271,7 +278,8 @@ pub fn test(
             }
         }
     }
-    if files.is_empty() {
+    let campaign = campaign_selected(filter);
+    if files.is_empty() && !campaign {
         println!(
             "==> no in-QEMU tests{} in {}",
             filter
@@ -279,6 +287,8 @@ pub fn test(
                 .unwrap_or_default(),
             ws.root.join("tests/qemu").display()
         );
+    } else if files.is_empty() {
+        crate::deps::ensure(crate::deps::Need::KernelAndQemu)?;
     } else {
         let clients = systems
             .iter()
@@ -320,6 +330,28 @@ pub fn test(
         });
     }
 
+    if campaign {
+        let t = Instant::now();
+        let (pass, detail) = match campaign_test(ws, &mut kernels) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                (false, format!("{e:#}").lines().next().unwrap_or_default().to_string())
+            }
+        };
+        println!(
+            "{} {} ({})",
+            if pass { "PASS" } else { "FAIL" },
+            crate::campaign::TEST_NAME,
+            step::secs(t.elapsed().as_secs_f64())
+        );
+        outcomes.push(Outcome {
+            name: crate::campaign::TEST_NAME.to_string(),
+            pass,
+            detail,
+        });
+    }
+
     println!(
         "\n==> summary ({})",
         step::secs(started.elapsed().as_secs_f64())
@@ -338,6 +370,21 @@ pub fn test(
     let failed = outcomes.len() - passed;
     println!("{passed} passed, {failed} failed");
     Ok(if host_ok && failed == 0 { 0 } else { 1 })
+}
+
+/// Whether the fault campaign runs: with no filter, or one its name contains.
+fn campaign_selected(filter: Option<&str>) -> bool {
+    filter.is_none_or(|f| crate::campaign::TEST_NAME.contains(f))
+}
+
+/// The short fault campaign on the product system (SMP kernel, `-smp 2`).
+fn campaign_test(ws: &Ws, kernels: &mut BTreeMap<Variant, kernel::Kernel>) -> Result<(bool, String)> {
+    let sys = crate::load_checked(ws, &ws.root.join("system.toml"))?;
+    if let std::collections::btree_map::Entry::Vacant(e) = kernels.entry(Variant::Smp) {
+        e.insert(kernel::build(ws, Variant::Smp)?);
+    }
+    let boot = image::build(ws, &sys, &kernels[&Variant::Smp])?;
+    crate::campaign::test_entry(ws, &boot)
 }
 
 #[cfg(test)]

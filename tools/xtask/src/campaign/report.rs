@@ -84,6 +84,9 @@ pub struct Report {
     pub stats_driver_restarts: Option<u64>,
     /// Other components dying, restarts of them.
     pub unexpected: Vec<String>,
+    /// Restarts of the component the root task did not attribute to an injected fault (a
+    /// heartbeat missed, a ring stall reported by the net server after a restart), with when.
+    pub uninjected_restarts: Vec<String>,
     pub aborted: Option<String>,
     pub console_log: String,
     // Traffic totals.
@@ -264,6 +267,7 @@ impl Report {
             "faults_planned": self.planned,
             "faults_injected": self.injected(),
             "restarts": self.restarts,
+            "restarts_not_injected": self.uninjected_restarts,
             "recovered": self.recovered(),
             "unrecovered": self.faults.iter().filter(|x| x.seq.is_some() && !x.recovered).count(),
             "fault_to_running_ms": dist(&Self::column(&all, |f| f.guest_running_ms)),
@@ -347,6 +351,7 @@ impl Report {
                 self.restarts,
                 self.stats_driver_restarts.map_or(String::new(), |s| format!(" (/stats: {s})"))
             )),
+            ("  of them not from an injected fault", self.uninjected_restarts.len().to_string()),
             ("recovered", format!("{} of {}", self.recovered(), self.injected())),
             ("fault → running, guest, p50/p99/max ms", d(&Self::column(&all, |f| f.guest_running_ms))),
             ("fault → traffic, guest, p50/p99/max ms", d(&Self::column(&all, |f| f.guest_traffic_ms))),
@@ -387,6 +392,9 @@ impl Report {
         }
         for u in &self.unexpected {
             println!("    unexpected: {u}");
+        }
+        for u in &self.uninjected_restarts {
+            println!("    restart without an injected fault: {u}");
         }
         for p in self.problems.iter().take(10) {
             println!("    traffic: {p}");
