@@ -123,6 +123,12 @@ struct CampaignArgs {
     /// KiB per second each echo stream sends at most.
     #[arg(long, value_name = "KIB", default_value_t = 256)]
     stream_kib_s: u64,
+    /// KiB per second the HTTP activity moves at most (uploads and downloads together).
+    #[arg(long, value_name = "KIB", default_value_t = 512)]
+    http_kib_s: u64,
+    /// Stop at the first fault that is not recovered.
+    #[arg(long)]
+    stop_on_failure: bool,
     /// No HTTP traffic.
     #[arg(long)]
     no_http: bool,
@@ -629,6 +635,8 @@ fn fault_campaign(ws: &Ws, a: CampaignArgs) -> Result<i32> {
     o.component = a.component;
     o.streams = a.streams;
     o.stream_rate = a.stream_kib_s.max(1) << 10;
+    o.http_rate = a.http_kib_s.max(1) << 10;
+    o.stop_on_failure = a.stop_on_failure;
     o.http = !a.no_http;
     o.udp = !a.no_udp;
     o.recovery_timeout = Duration::from_secs_f64(a.recovery_timeout.max(0.1));

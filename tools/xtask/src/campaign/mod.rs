@@ -38,6 +38,8 @@ pub struct Options {
     pub streams: usize,
     /// Bytes per second per echo stream.
     pub stream_rate: u64,
+    /// Bytes per second of the HTTP activity.
+    pub http_rate: u64,
     pub http: bool,
     pub udp: bool,
     pub recovery_timeout: Duration,
@@ -47,6 +49,8 @@ pub struct Options {
     pub max_gap: Duration,
     pub smp: u32,
     pub no_build: bool,
+    /// Stop at the first fault that is not recovered (the test's campaign: it has failed then).
+    pub stop_on_failure: bool,
     /// The JSON report; the console log goes next to it (`<stem>-console.log`).
     pub out: PathBuf,
 }
@@ -61,6 +65,7 @@ impl Options {
             component: control::DEFAULT_COMPONENT.to_string(),
             streams: 4,
             stream_rate: 256 << 10,
+            http_rate: 512 << 10,
             http: true,
             udp: true,
             recovery_timeout: Duration::from_secs(10),
@@ -69,6 +74,7 @@ impl Options {
             max_gap: Duration::from_millis(1500),
             smp: 2,
             no_build: false,
+            stop_on_failure: false,
             out: ws.target.join("bench").join("fault-campaign.json"),
         }
     }
@@ -237,6 +243,7 @@ fn drive(o: &Options, console: &Console, socket: &Path, a: Addrs, start: Instant
         http: o.http.then_some(a.http),
         streams: o.streams,
         stream_rate: o.stream_rate,
+        http_rate: o.http_rate,
         udp: o.udp,
         udp_interval: Duration::from_millis(20),
         seed: o.seed,
@@ -367,6 +374,9 @@ fn drive(o: &Options, console: &Console, socket: &Path, a: Addrs, start: Instant
         rec.recovered = recovery.is_some() && rec.resumed;
         println!("    {}", rec.summary(o.faults));
         let _ = std::io::stdout().flush();
+        if !rec.recovered && o.stop_on_failure && aborted.is_none() {
+            aborted = Some(format!("stopped after fault {} ({kind}), the first not recovered", i + 1));
+        }
         report.faults.push(rec);
     }
     // Restarts nobody asked for between and after the faults are in the lines not yet looked at.
@@ -559,6 +569,8 @@ pub const TEST_DESCRIPTION: &str = "system.toml under verified TCP/HTTP/UDP traf
 pub fn test_entry(ws: &Ws, boot: &BootImage) -> Result<(bool, String)> {
     let mut o = Options::new(ws, 24);
     o.streams = 3;
+    o.stop_on_failure = true;
+    o.resume_timeout = Duration::from_secs(20);
     o.min_gap = Duration::from_millis(100);
     o.max_gap = Duration::from_millis(600);
     o.out = ws.target.join("bench").join("fault-campaign-test.json");

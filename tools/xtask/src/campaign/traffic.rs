@@ -148,6 +148,8 @@ pub struct Config {
     pub streams: usize,
     /// Bytes per second each echo stream sends at most.
     pub stream_rate: u64,
+    /// Bytes per second the HTTP activity moves at most (averaged over its requests).
+    pub http_rate: u64,
     pub udp: bool,
     pub udp_interval: Duration,
     pub seed: u64,
@@ -200,11 +202,11 @@ impl Traffic {
         if let Some(addr) = cfg.http {
             let flow = Arc::new(Flow::default());
             flows.push(("http".to_string(), flow.clone()));
-            let (c, seed) = (ctx(), mix(cfg.seed ^ 0x4854_5450));
+            let (c, seed, rate) = (ctx(), mix(cfg.seed ^ 0x4854_5450), cfg.http_rate);
             threads.push(
                 std::thread::Builder::new()
                     .name("http".into())
-                    .spawn(move || http_loop(&c, addr, seed, &flow))?,
+                    .spawn(move || http_loop(&c, addr, seed, rate, &flow))?,
             );
         }
         let mut udp_done = None;
@@ -477,8 +479,10 @@ fn echo_reader(
 }
 
 /// HTTP on one keep-alive connection: uploads and downloads in turn until stopped.
-fn http_loop(c: &Ctx, addr: SocketAddr, seed: u64, flow: &Flow) {
+fn http_loop(c: &Ctx, addr: SocketAddr, seed: u64, rate: u64, flow: &Flow) {
     let mut n = 0u64;
+    let began = Instant::now();
+    let mut moved = 0u64;
     while !c.stop.load(SeqCst) {
         let s = match connect(c, addr) {
             Ok(s) => s,
@@ -506,6 +510,12 @@ fn http_loop(c: &Ctx, addr: SocketAddr, seed: u64, flow: &Flow) {
             match result {
                 Ok(()) => {
                     c.counters.http_requests.fetch_add(1, SeqCst);
+                    // Keep to the rate: wait until the bytes moved so far are due.
+                    moved += len;
+                    let due = Duration::from_secs_f64(moved as f64 / rate.max(1) as f64);
+                    while began.elapsed() < due && !c.stop.load(SeqCst) {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
                 }
                 Err(HttpError::Corrupt(why)) => {
                     c.counters.http_corrupted.fetch_add(len, SeqCst);
@@ -840,6 +850,7 @@ mod tests {
             http: None,
             streams: 2,
             stream_rate: 4 << 20,
+            http_rate: 4 << 20,
             udp: true,
             udp_interval: Duration::from_millis(5),
             seed: 42,
