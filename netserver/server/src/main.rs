@@ -99,6 +99,19 @@ fn config_addr<A: core::str::FromStr + Copy>(key: &str, default: A) -> Option<A>
     }))
 }
 
+/// A duration in milliseconds from the configuration (`key = "1000"`), `default` when absent; a
+/// malformed or zero value is reported and the default used.
+fn config_millis(key: &str, default: Duration) -> Duration {
+    let Some(text) = sel4_rt::config(key) else { return default };
+    match text.parse::<u64>() {
+        Ok(ms) if ms > 0 => Duration::from_millis(ms),
+        _ => {
+            println!("config `{key}` = {text:?} is not a positive number of milliseconds; using the default");
+            default
+        }
+    }
+}
+
 fn leak<T>(v: T) -> &'static T {
     Box::leak(Box::new(v))
 }
@@ -163,6 +176,7 @@ fn main(info: &'static StartInfo) {
         udp_buffer: 16 * 1024,
         udp_packets: 32,
         seed: sel4_rt::rdtsc() | 1,
+        keepalive_interval: config_millis("keepalive_ms", ServerConfig::default().keepalive_interval),
         ..ServerConfig::default()
     };
     let signals: Vec<Arc<dyn Signal>> = worker_sleepers
