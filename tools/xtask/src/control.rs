@@ -27,14 +27,18 @@ pub fn default_run_socket(target: &Path) -> PathBuf {
 /// QEMU arguments for the control channel: a second serial port (after the console's
 /// `-serial stdio`, so it is COM2) on a Unix socket QEMU listens on without waiting for a client.
 pub fn qemu_args(socket: &Path) -> Result<Vec<String>> {
-    let path = socket.to_str().context("control socket path is not UTF-8")?;
+    let path = socket
+        .to_str()
+        .context("control socket path is not UTF-8")?;
     if path.len() > MAX_SOCKET_PATH {
         bail!(
             "control socket path {path} is longer than a Unix socket address can hold ({MAX_SOCKET_PATH} bytes)"
         );
     }
     if path.contains(',') {
-        bail!("control socket path {path} contains a comma, which QEMU's option syntax cannot take");
+        bail!(
+            "control socket path {path} contains a comma, which QEMU's option syntax cannot take"
+        );
     }
     Ok(vec![
         "-chardev".into(),
@@ -47,8 +51,7 @@ pub fn qemu_args(socket: &Path) -> Result<Vec<String>> {
 /// Makes the socket's folder and removes a stale socket file; fails if a live QEMU is serving it.
 pub fn prepare_socket(socket: &Path) -> Result<()> {
     if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     if socket.exists() {
         if UnixStream::connect(socket).is_ok() {
@@ -125,7 +128,10 @@ impl Control {
     /// Sends `inject <component> <kind>` and waits up to `timeout` for the answer. Lines that are
     /// not answers (none are expected) are skipped.
     pub fn inject(&mut self, component: &str, kind: &str, timeout: Duration) -> Result<Answer> {
-        if component.is_empty() || kind.is_empty() || format!("{component}{kind}").contains(char::is_whitespace) {
+        if component.is_empty()
+            || kind.is_empty()
+            || format!("{component}{kind}").contains(char::is_whitespace)
+        {
             bail!("component and kind must be single words");
         }
         self.writer
@@ -229,11 +235,13 @@ mod tests {
         });
         let mut c = Control::connect(&path, Duration::from_secs(5)).unwrap();
         assert_eq!(
-            c.inject("virtio-net", "crash", Duration::from_secs(5)).unwrap(),
+            c.inject("virtio-net", "crash", Duration::from_secs(5))
+                .unwrap(),
             Answer::Ok(1)
         );
         assert_eq!(
-            c.inject("virtio-net", "bogus", Duration::from_secs(5)).unwrap(),
+            c.inject("virtio-net", "bogus", Duration::from_secs(5))
+                .unwrap(),
             Answer::Error("unknown kind".into())
         );
         assert_eq!(

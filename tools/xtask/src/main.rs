@@ -504,14 +504,22 @@ fn run(ws: &Ws, a: RunArgs) -> Result<i32> {
         let socket = a
             .control
             .as_ref()
-            .map(|p| std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.clone()))
+            .map(|p| {
+                std::env::current_dir()
+                    .map(|d| d.join(p))
+                    .unwrap_or_else(|_| p.clone())
+            })
             .unwrap_or_else(|| control::default_run_socket(&ws.target));
         control::prepare_socket(&socket)?;
         extra.extend(control::qemu_args(&socket)?);
         message.push_str(&format!(
             "; control: {} (cargo xtask inject <kind>{})",
             socket.display(),
-            if a.control.is_some() { format!(" --control {}", socket.display()) } else { String::new() }
+            if a.control.is_some() {
+                format!(" --control {}", socket.display())
+            } else {
+                String::new()
+            }
         ));
         ready = Some(("[netserver] ready:".to_string(), message));
     } else if a.pcap.is_some() {
@@ -623,7 +631,11 @@ fn bench(ws: &Ws, a: BenchArgs) -> Result<i32> {
 
 fn fault_campaign(ws: &Ws, a: CampaignArgs) -> Result<i32> {
     if a.min_gap_ms > a.max_gap_ms {
-        bail!("--min-gap-ms {} is above --max-gap-ms {}", a.min_gap_ms, a.max_gap_ms);
+        bail!(
+            "--min-gap-ms {} is above --max-gap-ms {}",
+            a.min_gap_ms,
+            a.max_gap_ms
+        );
     }
     let mut o = campaign::Options::new(ws, a.faults);
     if let Some(s) = a.seed {
@@ -664,7 +676,11 @@ fn inject(ws: &Ws, a: InjectArgs) -> Result<i32> {
         .map(|p| ws.user_path(&p))
         .unwrap_or_else(|| control::default_run_socket(&ws.target));
     let mut c = control::Control::connect(&socket, Duration::from_secs(2))?;
-    match c.inject(&a.component, &a.kind, Duration::from_secs_f64(a.timeout.max(0.1)))? {
+    match c.inject(
+        &a.component,
+        &a.kind,
+        Duration::from_secs_f64(a.timeout.max(0.1)),
+    )? {
         control::Answer::Ok(seq) => {
             println!("ok {seq}: injected `{}` into `{}`", a.kind, a.component);
             Ok(0)

@@ -52,7 +52,11 @@ impl Console {
 
     /// Lines from index `from` on.
     pub fn since(&self, from: usize) -> Vec<(Instant, String)> {
-        self.lock().lines.get(from..).map(<[_]>::to_vec).unwrap_or_default()
+        self.lock()
+            .lines
+            .get(from..)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default()
     }
 
     pub fn contains(&self, fragment: &str) -> bool {
@@ -64,7 +68,12 @@ impl Console {
         self.lock()
             .lines
             .iter()
-            .map(|(t, l)| format!("{:9.3} {l}\n", t.saturating_duration_since(start).as_secs_f64()))
+            .map(|(t, l)| {
+                format!(
+                    "{:9.3} {l}\n",
+                    t.saturating_duration_since(start).as_secs_f64()
+                )
+            })
             .collect()
     }
 }
@@ -90,7 +99,9 @@ pub fn parse_recovery(line: &str) -> Option<Recovery> {
     };
     let mut have = 0;
     for field in line[at + 9..].split_whitespace() {
-        let Some((k, v)) = field.split_once('=') else { continue };
+        let Some((k, v)) = field.split_once('=') else {
+            continue;
+        };
         match k {
             "component" => {
                 r.component = v.to_string();
@@ -122,9 +133,17 @@ pub fn parse_recovery(line: &str) -> Option<Recovery> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Supervisor {
     /// ``component `c` <cause>; restart #k in d ms``
-    Restarting { component: String, restart: u64, cause: String },
+    Restarting {
+        component: String,
+        restart: u64,
+        cause: String,
+    },
     /// ``component `c` restarted (#k) in us us``
-    Restarted { component: String, restart: u64, us: u64 },
+    Restarted {
+        component: String,
+        restart: u64,
+        us: u64,
+    },
     /// ``component `c` <cause>; component stopped`` and restart failures: the component is gone.
     Stopped { component: String, what: String },
 }
@@ -137,21 +156,43 @@ pub fn parse_supervisor(line: &str) -> Option<Supervisor> {
     let tail = rest[end + 1..].trim();
     if let Some(r) = tail.strip_prefix("restarted (#") {
         let (k, after) = r.split_once(')')?;
-        let us = after.trim().strip_prefix("in ")?.strip_suffix(" us")?.trim().parse().ok()?;
-        return Some(Supervisor::Restarted { component, restart: k.parse().ok()?, us });
+        // "in <us> us", possibly followed by more ("(cause …; … us after the fault)").
+        let mut w = after.split_whitespace();
+        let us = match (w.next(), w.next(), w.next()) {
+            (Some("in"), Some(n), Some("us")) => n.parse().ok()?,
+            _ => return None,
+        };
+        return Some(Supervisor::Restarted {
+            component,
+            restart: k.parse().ok()?,
+            us,
+        });
     }
     if let Some(i) = tail.rfind("; restart #") {
         let k = tail[i + 11..].split_whitespace().next()?.parse().ok()?;
-        return Some(Supervisor::Restarting { component, restart: k, cause: tail[..i].to_string() });
+        return Some(Supervisor::Restarting {
+            component,
+            restart: k,
+            cause: tail[..i].to_string(),
+        });
     }
     if tail.ends_with("component stopped") || tail.contains("left stopped") {
-        return Some(Supervisor::Stopped { component, what: tail.to_string() });
+        return Some(Supervisor::Stopped {
+            component,
+            what: tail.to_string(),
+        });
     }
     None
 }
 
 /// Console lines that mean the whole system is broken (kernel halts and assertions).
-pub const FATAL: &[&str] = &["KERNEL PANIC", "halting", "Halting", "seL4 failed assertion", "seL4 called fail"];
+pub const FATAL: &[&str] = &[
+    "KERNEL PANIC",
+    "halting",
+    "Halting",
+    "seL4 failed assertion",
+    "seL4 called fail",
+];
 
 #[cfg(test)]
 mod tests {
@@ -170,7 +211,10 @@ mod tests {
                 fault_to_traffic_us: 67890
             })
         );
-        assert_eq!(parse_recovery("RECOVERY component=virtio-net restart=3 cause=x"), None);
+        assert_eq!(
+            parse_recovery("RECOVERY component=virtio-net restart=3 cause=x"),
+            None
+        );
         assert_eq!(parse_recovery("RECOVERY component=a restart=x cause=c fault_to_running_us=1 fault_to_traffic_us=2"), None);
         assert_eq!(parse_recovery("no recovery here"), None);
     }
@@ -187,16 +231,29 @@ mod tests {
         );
         assert_eq!(
             parse_supervisor("[root] component `virtio-net` restarted (#2) in 6824 us"),
-            Some(Supervisor::Restarted { component: "virtio-net".into(), restart: 2, us: 6824 })
+            Some(Supervisor::Restarted {
+                component: "virtio-net".into(),
+                restart: 2,
+                us: 6824
+            })
         );
         assert_eq!(
-            parse_supervisor("[root] component `netserver` thread `ipc0` panicked; component stopped"),
+            parse_supervisor(
+                "[root] component `netserver` thread `ipc0` panicked; component stopped"
+            ),
             Some(Supervisor::Stopped {
                 component: "netserver".into(),
                 what: "thread `ipc0` panicked; component stopped".into()
             })
         );
+        assert_eq!(
+            parse_supervisor("[root] component `virtio-net` restarted (#1) in 654004 us (cause panic; 655164 us after the fault)"),
+            Some(Supervisor::Restarted { component: "virtio-net".into(), restart: 1, us: 654004 })
+        );
         assert_eq!(parse_supervisor("[root] component `client` exited"), None);
-        assert_eq!(parse_supervisor("[root] told the server of `x` that badge 1 (`echo`) is gone"), None);
+        assert_eq!(
+            parse_supervisor("[root] told the server of `x` that badge 1 (`echo`) is gone"),
+            None
+        );
     }
 }

@@ -129,14 +129,24 @@ pub fn run(ws: &Ws, o: &Options) -> Result<Report> {
     if o.kinds.is_empty() {
         bail!("no fault kinds to inject");
     }
-    if let Some(k) = o.kinds.iter().find(|k| !control::KINDS.contains(&k.as_str())) {
-        bail!("unknown fault kind `{k}` (kinds: {})", control::KINDS.join(", "));
+    if let Some(k) = o
+        .kinds
+        .iter()
+        .find(|k| !control::KINDS.contains(&k.as_str()))
+    {
+        bail!(
+            "unknown fault kind `{k}` (kinds: {})",
+            control::KINDS.join(", ")
+        );
     }
     let variant = if o.smp > 1 { Variant::Smp } else { Variant::Up };
     let sys = crate::load_system(ws, Path::new("system.toml"))?;
     crate::deps::ensure(crate::deps::Need::KernelAndQemu)?;
     let boot = if o.no_build {
-        let dir = ws.target.join("image").join(format!("{}-{variant}", sys.name));
+        let dir = ws
+            .target
+            .join("image")
+            .join(format!("{}-{variant}", sys.name));
         let boot = BootImage {
             kernel: dir.join("kernel32.elf"),
             root_task: dir.join("root-task.elf"),
@@ -162,10 +172,16 @@ pub fn run_image(ws: &Ws, boot: &BootImage, o: &Options) -> Result<Report> {
         .join("qemu-control")
         .join(format!("campaign-{}.sock", std::process::id()));
     control::prepare_socket(&socket)?;
-    let mut extra = hostnet::user_net_args(&[("tcp", http, 80), ("tcp", echo, 7), ("udp", echo, 7)], None);
+    let mut extra = hostnet::user_net_args(
+        &[("tcp", http, 80), ("tcp", echo, 7), ("udp", echo, 7)],
+        None,
+    );
     extra.extend(control::qemu_args(&socket)?);
     let mut cmd = qemu::command(boot, o.smp, qemu::Console::Plain, &extra);
-    println!("==> fault campaign: {} fault(s) into `{}`, seed {}", o.faults, o.component, o.seed);
+    println!(
+        "==> fault campaign: {} fault(s) into `{}`, seed {}",
+        o.faults, o.component, o.seed
+    );
     println!("    (again with the same faults: --seed {})", o.seed);
     println!("==> {}", step::show(&cmd));
     let _ = std::io::stdout().flush();
@@ -195,9 +211,15 @@ pub fn run_image(ws: &Ws, boot: &BootImage, o: &Options) -> Result<Report> {
     }
     let log = o.out.with_file_name(format!(
         "{}-console.log",
-        o.out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "fault-campaign".into())
+        o.out
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "fault-campaign".into())
     ));
-    std::fs::write(&log, format!("$ {}\n{}", step::show(&cmd), console.text(start)))?;
+    std::fs::write(
+        &log,
+        format!("$ {}\n{}", step::show(&cmd), console.text(start)),
+    )?;
     let mut report = result.with_context(|| format!("console in {}", log.display()))?;
     report.console_log = log.display().to_string();
     std::fs::write(&o.out, serde_json::to_string_pretty(&report.json())? + "\n")?;
@@ -214,7 +236,13 @@ struct Addrs {
 
 /// Boot wait, traffic, faults, report. Errors only when no campaign could run at all (the
 /// system never came up); everything later ends up in the report.
-fn drive(o: &Options, console: &Console, socket: &Path, a: Addrs, start: Instant) -> Result<Report> {
+fn drive(
+    o: &Options,
+    console: &Console,
+    socket: &Path,
+    a: Addrs,
+    start: Instant,
+) -> Result<Report> {
     let s = step::Step::start("boot: waiting for the net server, echo and http to answer");
     let boot_deadline = start + Duration::from_secs(240);
     loop {
@@ -264,7 +292,9 @@ fn drive(o: &Options, console: &Console, socket: &Path, a: Addrs, start: Instant
         Ok(()) => s.done(),
         Err(why) => {
             drop(s);
-            aborted = Some(format!("traffic never flowed before the first fault: {why}"));
+            aborted = Some(format!(
+                "traffic never flowed before the first fault: {why}"
+            ));
         }
     }
     let mut rng = Rng::new(o.seed);
@@ -275,23 +305,47 @@ fn drive(o: &Options, console: &Console, socket: &Path, a: Addrs, start: Instant
         if aborted.is_some() {
             break;
         }
-        let gap = o.min_gap + Duration::from_millis(rng.below((o.max_gap.saturating_sub(o.min_gap)).as_millis() as u64 + 1));
+        let gap = o.min_gap
+            + Duration::from_millis(
+                rng.below((o.max_gap.saturating_sub(o.min_gap)).as_millis() as u64 + 1),
+            );
         std::thread::sleep(gap);
+        // One fault at a time: a restart the root task announced (injected or not) must have
+        // started its new instance first.
+        let pending_until = Instant::now() + o.recovery_timeout;
+        while let Some(k) = restart_in_progress(console, &o.component) {
+            if Instant::now() > pending_until {
+                report.notes.push(format!(
+                    "before fault {}: restart #{k} had not started its new instance after {} s; injected anyway",
+                    i + 1,
+                    o.recovery_timeout.as_secs_f64()
+                ));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let cursor = console.len();
         let t = Instant::now();
-        let mut rec = FaultRecord::new(i + 1, kind, t.duration_since(campaign_start));
+        let mut rec = FaultRecord::new(i + 1, kind, t.duration_since(start));
         match ctl.inject(&o.component, kind, Duration::from_secs(5)) {
             Ok(Answer::Ok(seq)) => rec.seq = Some(seq),
             Ok(Answer::Error(why)) => {
                 rec.note = format!("the root task refused: error {why}");
-                println!("    fault {}/{} {kind}: refused: error {why}", i + 1, o.faults);
+                println!(
+                    "    fault {}/{} {kind}: refused: error {why}",
+                    i + 1,
+                    o.faults
+                );
                 report.faults.push(rec);
                 continue;
             }
             Err(e) => {
                 rec.note = format!("{e:#}");
                 report.faults.push(rec);
-                aborted = Some(format!("fault {}: the control channel failed: {e:#}", i + 1));
+                aborted = Some(format!(
+                    "fault {}: the control channel failed: {e:#}",
+                    i + 1
+                ));
                 break;
             }
         }
@@ -301,8 +355,11 @@ fn drive(o: &Options, console: &Console, socket: &Path, a: Addrs, start: Instant
         while Instant::now() < deadline {
             // Lenient only in the last second: a RECOVERY with the injected kind as its cause
             // is the one to wait for.
-            let lenient = deadline.saturating_duration_since(Instant::now()) < Duration::from_secs(1);
-            if let Some((when, r)) = find_recovery(console, cursor, &o.component, kind, last_restart, lenient) {
+            let lenient =
+                deadline.saturating_duration_since(Instant::now()) < Duration::from_secs(1);
+            if let Some((when, r)) =
+                find_recovery(console, cursor, &o.component, kind, last_restart, lenient)
+            {
                 recovery = Some((when, r));
                 break;
             }
@@ -318,15 +375,21 @@ fn drive(o: &Options, console: &Console, socket: &Path, a: Addrs, start: Instant
                 rec.cause = Some(r.cause.clone());
                 rec.guest_running_ms = Some(r.fault_to_running_us as f64 / 1000.0);
                 rec.guest_traffic_ms = Some(r.fault_to_traffic_us as f64 / 1000.0);
-                rec.recovery_line_ms = Some(when.saturating_duration_since(t).as_secs_f64() * 1000.0);
+                rec.recovery_line_ms =
+                    Some(when.saturating_duration_since(t).as_secs_f64() * 1000.0);
                 *when
             }
             None => {
-                rec.note = format!("no RECOVERY line within {} s", o.recovery_timeout.as_secs_f64());
+                rec.note = format!(
+                    "no RECOVERY line within {} s",
+                    o.recovery_timeout.as_secs_f64()
+                );
                 // Give it more time before the next fault, so faults do not pile up.
                 let late = Instant::now() + o.resume_timeout;
                 while Instant::now() < late && console.lock().closed < 2 {
-                    if let Some((when, r)) = find_recovery(console, cursor, &o.component, kind, last_restart, true) {
+                    if let Some((when, r)) =
+                        find_recovery(console, cursor, &o.component, kind, last_restart, true)
+                    {
                         last_restart = r.restart;
                         rec.restart = Some(r.restart);
                         rec.cause = Some(r.cause.clone());
@@ -349,21 +412,32 @@ fn drive(o: &Options, console: &Console, socket: &Path, a: Addrs, start: Instant
                 rec.host_stall_ms = Some(host_stall(&traffic, t, flowing).as_secs_f64() * 1000.0);
             }
             Err(why) => {
-                rec.note = if rec.note.is_empty() { why.clone() } else { format!("{}; {why}", rec.note) };
-                aborted = Some(format!("fault {} ({kind}): the traffic did not resume: {why}", i + 1));
+                rec.note = if rec.note.is_empty() {
+                    why.clone()
+                } else {
+                    format!("{}; {why}", rec.note)
+                };
+                aborted = Some(format!(
+                    "fault {} ({kind}): the traffic did not resume: {why}",
+                    i + 1
+                ));
             }
         }
         // What else the console said meanwhile.
         let lines = console.since(cursor);
         for (_, l) in &lines {
             match console::parse_supervisor(l) {
-                Some(Supervisor::Restarting { component, .. }) if component == o.component => rec.restarts += 1,
-                Some(Supervisor::Restarting { component, cause, .. }) => {
-                    report.unexpected.push(format!("fault {}: `{component}` {cause}", i + 1))
+                Some(Supervisor::Restarting { component, .. }) if component == o.component => {
+                    rec.restarts += 1
                 }
-                Some(Supervisor::Stopped { component, what }) => {
-                    report.unexpected.push(format!("fault {}: `{component}` {what}", i + 1))
-                }
+                Some(Supervisor::Restarting {
+                    component, cause, ..
+                }) => report
+                    .unexpected
+                    .push(format!("fault {}: `{component}` {cause}", i + 1)),
+                Some(Supervisor::Stopped { component, what }) => report
+                    .unexpected
+                    .push(format!("fault {}: `{component}` {what}", i + 1)),
                 _ => {}
             }
         }
@@ -375,18 +449,30 @@ fn drive(o: &Options, console: &Console, socket: &Path, a: Addrs, start: Instant
         println!("    {}", rec.summary(o.faults));
         let _ = std::io::stdout().flush();
         if !rec.recovered && o.stop_on_failure && aborted.is_none() {
-            aborted = Some(format!("stopped after fault {} ({kind}), the first not recovered", i + 1));
+            aborted = Some(format!(
+                "stopped after fault {} ({kind}), the first not recovered",
+                i + 1
+            ));
         }
         report.faults.push(rec);
     }
     // Restarts nobody asked for between and after the faults are in the lines not yet looked at.
     std::thread::sleep(Duration::from_millis(500));
     for (_, l) in console.since(seen_lines) {
-        if let Some(Supervisor::Restarting { component, cause, .. } | Supervisor::Stopped { component, what: cause }) =
-            console::parse_supervisor(&l)
+        if let Some(
+            Supervisor::Restarting {
+                component, cause, ..
+            }
+            | Supervisor::Stopped {
+                component,
+                what: cause,
+            },
+        ) = console::parse_supervisor(&l)
         {
             if component != o.component {
-                report.unexpected.push(format!("after the faults: `{component}` {cause}"));
+                report
+                    .unexpected
+                    .push(format!("after the faults: `{component}` {cause}"));
             }
         }
     }
@@ -400,18 +486,22 @@ fn drive(o: &Options, console: &Console, socket: &Path, a: Addrs, start: Instant
         .lines
         .iter()
         .filter_map(|(t, l)| match console::parse_supervisor(l) {
-            Some(Supervisor::Restarting { component, restart, cause })
-                if component == o.component && !cause.contains("(injected:") =>
-            {
-                Some(format!(
-                    "{:.3} s: restart #{restart}: {cause}",
-                    t.saturating_duration_since(campaign_start).as_secs_f64()
-                ))
-            }
+            Some(Supervisor::Restarting {
+                component,
+                restart,
+                cause,
+            }) if component == o.component && !cause.contains("(injected:") => Some(format!(
+                "{:.3} s: restart #{restart}: {cause}",
+                t.saturating_duration_since(start).as_secs_f64()
+            )),
             _ => None,
         })
         .collect();
-    report.stats_driver_restarts = if aborted.is_none() { driver_restarts_from_stats(a.http) } else { None };
+    report.stats_driver_restarts = if aborted.is_none() {
+        driver_restarts_from_stats(a.http)
+    } else {
+        None
+    };
     report.set_counters(&counters);
     report.aborted = aborted;
     report.finish();
@@ -425,7 +515,11 @@ fn restarts_so_far(console: &Console, component: &str) -> u64 {
         .lines
         .iter()
         .filter_map(|(_, l)| match console::parse_supervisor(l) {
-            Some(Supervisor::Restarting { component: c, restart, .. }) if c == component => Some(restart),
+            Some(Supervisor::Restarting {
+                component: c,
+                restart,
+                ..
+            }) if c == component => Some(restart),
             _ => None,
         })
         .max()
@@ -436,6 +530,31 @@ fn restarts_so_far(console: &Console, component: &str) -> u64 {
 /// after that for a restart above `after` whose cause is `kind`; after `lenient`, also one with
 /// another cause, as long as its restart was announced after the injection (a fault the guest
 /// did not attribute to the injection).
+/// The restart of `component` announced last, if its new instance has not started yet.
+fn restart_in_progress(console: &Console, component: &str) -> Option<u64> {
+    let c = console.lock();
+    let mut pending = None;
+    for (_, l) in &c.lines {
+        match console::parse_supervisor(l) {
+            Some(Supervisor::Restarting {
+                component: ref x,
+                restart,
+                ..
+            }) if x == component => pending = Some(restart),
+            Some(Supervisor::Restarted {
+                component: ref x,
+                restart,
+                ..
+            }) if x == component && pending == Some(restart) => pending = None,
+            Some(Supervisor::Stopped {
+                component: ref x, ..
+            }) if x == component => pending = None,
+            _ => {}
+        }
+    }
+    pending
+}
+
 fn find_recovery(
     console: &Console,
     from: usize,
@@ -472,12 +591,19 @@ fn fatal_line(console: &Console, from: usize) -> Option<String> {
     c.lines
         .get(from..)?
         .iter()
-        .find(|(_, l)| !l.starts_with("[qemu stderr]") && console::FATAL.iter().any(|f| l.contains(f)))
+        .find(|(_, l)| {
+            !l.starts_with("[qemu stderr]") && console::FATAL.iter().any(|f| l.contains(f))
+        })
         .map(|(_, l)| l.clone())
 }
 
 /// Waits until every TCP activity made progress after `after`.
-fn wait_all_progress(t: &Traffic, after: Instant, timeout: Duration, console: &Console) -> Result<(), String> {
+fn wait_all_progress(
+    t: &Traffic,
+    after: Instant,
+    timeout: Duration,
+    console: &Console,
+) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     loop {
         let waiting: Vec<&str> = t
@@ -490,7 +616,11 @@ fn wait_all_progress(t: &Traffic, after: Instant, timeout: Duration, console: &C
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(format!("no progress within {} s: {}", timeout.as_secs_f64(), waiting.join(", ")));
+            return Err(format!(
+                "no progress within {} s: {}",
+                timeout.as_secs_f64(),
+                waiting.join(", ")
+            ));
         }
         if console.lock().closed >= 2 {
             return Err("QEMU exited".into());
@@ -539,13 +669,18 @@ fn http_answers(addr: SocketAddr) -> bool {
 fn http_get(addr: SocketAddr, path: &str) -> Option<(u32, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: campaign\r\nConnection: close\r\n\r\n").as_bytes())
-        .ok()?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: campaign\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .ok()?;
     let mut text = Vec::new();
     s.read_to_end(&mut text).ok()?;
     let text = String::from_utf8_lossy(&text).into_owned();
     let status = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((status, body))
 }
 
@@ -608,7 +743,8 @@ mod tests {
         c
     }
 
-    const SPURIOUS: &str = "[root] component `virtio-net` is hung: missed its heartbeat (100 ms); restart #2 in 0 ms";
+    const SPURIOUS: &str =
+        "[root] component `virtio-net` is hung: missed its heartbeat (100 ms); restart #2 in 0 ms";
     const SPURIOUS_RECOVERY: &str =
         "[netserver] RECOVERY component=virtio-net restart=2 cause=hung fault_to_running_us=5 fault_to_traffic_us=9";
     const OURS: &str = "[root] component `virtio-net` thread `main` faulted: illegal instruction (ip 0x4) (injected: illegal); restart #3 in 0 ms";
@@ -625,7 +761,13 @@ mod tests {
         // the injection, counts).
         let c = console(&["boot", SPURIOUS, SPURIOUS_RECOVERY, OURS]);
         assert!(find_recovery(&c, 1, "virtio-net", "illegal", 1, false).is_none());
-        assert_eq!(find_recovery(&c, 1, "virtio-net", "illegal", 1, true).unwrap().1.restart, 2);
+        assert_eq!(
+            find_recovery(&c, 1, "virtio-net", "illegal", 1, true)
+                .unwrap()
+                .1
+                .restart,
+            2
+        );
         // A RECOVERY of a restart announced before the injection never counts, nor an old one.
         let c = console(&[SPURIOUS, "boot", SPURIOUS_RECOVERY]);
         assert!(find_recovery(&c, 1, "virtio-net", "illegal", 1, true).is_none());
@@ -633,6 +775,9 @@ mod tests {
         assert!(find_recovery(&c, 0, "virtio-net", "illegal", 3, true).is_none());
         assert!(find_recovery(&c, 0, "other", "illegal", 0, true).is_none());
         assert_eq!(restarts_so_far(&c, "virtio-net"), 3);
+        assert_eq!(restart_in_progress(&c, "virtio-net"), Some(3));
+        let c = console(&[OURS, "[root] component `virtio-net` restarted (#3) in 70 us (cause illegal; 71 us after the fault)"]);
+        assert_eq!(restart_in_progress(&c, "virtio-net"), None);
     }
 
     #[test]

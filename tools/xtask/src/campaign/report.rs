@@ -18,7 +18,7 @@ pub const SURVIVAL_TARGET_PCT: f64 = 99.0;
 pub struct FaultRecord {
     pub index: usize,
     pub kind: String,
-    /// Since the traffic started.
+    /// Since QEMU started (as in the console log).
     pub at_s: f64,
     /// The root task's injection number (`ok <seq>`); none if it refused or did not answer.
     pub seq: Option<u64>,
@@ -53,7 +53,11 @@ impl FaultRecord {
             "fault {}/{of} {:<8} {}: restart #{}, guest: running {}, traffic {}; host stall {}",
             self.index,
             self.kind,
-            if self.recovered { "recovered" } else { "NOT RECOVERED" },
+            if self.recovered {
+                "recovered"
+            } else {
+                "NOT RECOVERED"
+            },
             self.restart.map_or("—".into(), |r| r.to_string()),
             ms(self.guest_running_ms),
             ms(self.guest_traffic_ms),
@@ -88,6 +92,8 @@ pub struct Report {
     /// heartbeat missed, a ring stall reported by the net server after a restart), with when.
     pub uninjected_restarts: Vec<String>,
     pub aborted: Option<String>,
+    /// Things worth knowing that are not failures.
+    pub notes: Vec<String>,
     pub console_log: String,
     // Traffic totals.
     pub echo_sent: u64,
@@ -176,7 +182,8 @@ impl Report {
         self.echo_corrupted + self.http_corrupted
     }
     pub fn survival_pct(&self) -> Option<f64> {
-        (self.tcp_established > 0).then(|| 100.0 * self.tcp_survived as f64 / self.tcp_established as f64)
+        (self.tcp_established > 0)
+            .then(|| 100.0 * self.tcp_survived as f64 / self.tcp_established as f64)
     }
 
     /// Decides pass/fail: fills `failures`.
@@ -186,9 +193,17 @@ impl Report {
             f.push(format!("campaign aborted: {a}"));
         }
         if self.injected() < self.planned {
-            f.push(format!("{} of {} faults injected", self.injected(), self.planned));
+            f.push(format!(
+                "{} of {} faults injected",
+                self.injected(),
+                self.planned
+            ));
         }
-        let unrecovered = self.faults.iter().filter(|x| x.seq.is_some() && !x.recovered).count();
+        let unrecovered = self
+            .faults
+            .iter()
+            .filter(|x| x.seq.is_some() && !x.recovered)
+            .count();
         if unrecovered > 0 {
             f.push(format!("{unrecovered} unrecovered fault(s)"));
         }
@@ -203,7 +218,10 @@ impl Report {
             ));
         }
         if !self.unexpected.is_empty() {
-            f.push(format!("{} other component death(s)", self.unexpected.len()));
+            f.push(format!(
+                "{} other component death(s)",
+                self.unexpected.len()
+            ));
         }
         if self.echo_verified == 0 && self.http_requests == 0 {
             f.push("no traffic was verified".into());
@@ -234,7 +252,12 @@ impl Report {
                 k.push(f.kind.clone());
             }
         }
-        k.sort_by_key(|x| crate::control::KINDS.iter().position(|y| y == x).unwrap_or(99));
+        k.sort_by_key(|x| {
+            crate::control::KINDS
+                .iter()
+                .position(|y| y == x)
+                .unwrap_or(99)
+        });
         k
     }
 
@@ -259,6 +282,28 @@ impl Report {
                 })
             })
             .collect();
+        let faults: Vec<Value> = self
+            .faults
+            .iter()
+            .map(|f| {
+                json!({
+                    "index": f.index,
+                    "kind": f.kind,
+                    "at_s": f.at_s,
+                    "seq": f.seq,
+                    "restart": f.restart,
+                    "cause": f.cause,
+                    "restarts": f.restarts,
+                    "fault_to_running_ms": f.guest_running_ms,
+                    "fault_to_traffic_ms": f.guest_traffic_ms,
+                    "recovery_line_ms": f.recovery_line_ms,
+                    "host_stall_ms": f.host_stall_ms,
+                    "resumed": f.resumed,
+                    "recovered": f.recovered,
+                    "note": f.note,
+                })
+            })
+            .collect::<Vec<_>>();
         json!({
             "seed": self.seed,
             "component": self.component,
@@ -301,32 +346,23 @@ impl Report {
             "duration_s": self.duration_s,
             "unexpected": self.unexpected,
             "aborted": self.aborted,
+            "notes": self.notes,
             "problems": self.problems,
             "console_log": self.console_log,
             "options": self.options,
-            "faults": self.faults.iter().map(|f| json!({
-                "index": f.index,
-                "kind": f.kind,
-                "at_s": f.at_s,
-                "seq": f.seq,
-                "restart": f.restart,
-                "cause": f.cause,
-                "restarts": f.restarts,
-                "fault_to_running_ms": f.guest_running_ms,
-                "fault_to_traffic_ms": f.guest_traffic_ms,
-                "recovery_line_ms": f.recovery_line_ms,
-                "host_stall_ms": f.host_stall_ms,
-                "resumed": f.resumed,
-                "recovered": f.recovered,
-                "note": f.note,
-            })).collect::<Vec<_>>(),
+            "faults": faults,
         })
     }
 
     pub fn print_table(&self) {
         let ms = |v: Option<f64>| v.map_or("—".to_string(), |x| format!("{x:.1}"));
         let d = |v: &[f64]| {
-            format!("{} / {} / {}", ms(percentile(v, 0.5)), ms(percentile(v, 0.99)), ms(percentile(v, 1.0)))
+            format!(
+                "{} / {} / {}",
+                ms(percentile(v, 0.5)),
+                ms(percentile(v, 0.99)),
+                ms(percentile(v, 1.0))
+            )
         };
         let all: Vec<&FaultRecord> = self.faults.iter().collect();
         let mib = |b: u64| format!("{b} ({:.1} MiB)", b as f64 / (1u64 << 20) as f64);
@@ -341,45 +377,93 @@ impl Report {
                 "{} of {} ({p:.1} %, target ≥ {SURVIVAL_TARGET_PCT} %: {})",
                 self.tcp_survived,
                 self.tcp_established,
-                if p >= SURVIVAL_TARGET_PCT { "met" } else { "MISSED" }
+                if p >= SURVIVAL_TARGET_PCT {
+                    "met"
+                } else {
+                    "MISSED"
+                }
             )
         });
         let rows: Vec<(&str, String)> = vec![
-            ("faults injected (planned)", format!("{} ({})", self.injected(), self.planned)),
-            ("restarts of the component", format!(
-                "{}{}",
-                self.restarts,
-                self.stats_driver_restarts.map_or(String::new(), |s| format!(" (/stats: {s})"))
-            )),
-            ("  of them not from an injected fault", self.uninjected_restarts.len().to_string()),
-            ("recovered", format!("{} of {}", self.recovered(), self.injected())),
-            ("fault → running, guest, p50/p99/max ms", d(&Self::column(&all, |f| f.guest_running_ms))),
-            ("fault → traffic, guest, p50/p99/max ms", d(&Self::column(&all, |f| f.guest_traffic_ms))),
-            ("host-observed stall, p50/p99/max ms", d(&Self::column(&all, |f| f.host_stall_ms))),
+            (
+                "faults injected (planned)",
+                format!("{} ({})", self.injected(), self.planned),
+            ),
+            (
+                "restarts of the component",
+                format!(
+                    "{}{}",
+                    self.restarts,
+                    self.stats_driver_restarts
+                        .map_or(String::new(), |s| format!(" (/stats: {s})"))
+                ),
+            ),
+            (
+                "  of them not from an injected fault",
+                self.uninjected_restarts.len().to_string(),
+            ),
+            (
+                "recovered",
+                format!("{} of {}", self.recovered(), self.injected()),
+            ),
+            (
+                "fault → running, guest, p50/p99/max ms",
+                d(&Self::column(&all, |f| f.guest_running_ms)),
+            ),
+            (
+                "fault → traffic, guest, p50/p99/max ms",
+                d(&Self::column(&all, |f| f.guest_traffic_ms)),
+            ),
+            (
+                "host-observed stall, p50/p99/max ms",
+                d(&Self::column(&all, |f| f.host_stall_ms)),
+            ),
             ("TCP connections survived", survival),
-            ("bytes sent (echo + HTTP)", mib(self.echo_sent + self.http_up_verified + self.http_down_verified + self.http_lost + self.http_corrupted)),
-            ("bytes verified", mib(self.echo_verified + self.http_up_verified + self.http_down_verified)),
+            (
+                "bytes sent (echo + HTTP)",
+                mib(self.echo_sent
+                    + self.http_up_verified
+                    + self.http_down_verified
+                    + self.http_lost
+                    + self.http_corrupted),
+            ),
+            (
+                "bytes verified",
+                mib(self.echo_verified + self.http_up_verified + self.http_down_verified),
+            ),
             ("bytes lost", self.bytes_lost().to_string()),
             ("bytes corrupted", self.bytes_corrupted().to_string()),
-            ("HTTP requests verified (/sink SHA-256, /bytes)", self.http_requests.to_string()),
-            ("UDP datagrams sent / echoed / lost / corrupted", format!(
-                "{} / {} / {} / {}",
-                self.udp_sent,
-                self.udp_received,
-                self.udp_sent.saturating_sub(self.udp_received),
-                self.udp_corrupted
-            )),
+            (
+                "HTTP requests verified (/sink SHA-256, /bytes)",
+                self.http_requests.to_string(),
+            ),
+            (
+                "UDP datagrams sent / echoed / lost / corrupted",
+                format!(
+                    "{} / {} / {} / {}",
+                    self.udp_sent,
+                    self.udp_received,
+                    self.udp_sent.saturating_sub(self.udp_received),
+                    self.udp_corrupted
+                ),
+            ),
         ];
         for (what, v) in rows {
             println!("    {what:<48} {v}");
         }
         println!(
             "    {:<10} {:>8} {:>9} {:>22} {:>22} {:>22}",
-            "kind", "injected", "recovered", "running p50/max ms", "traffic p50/max ms", "host stall p50/max ms"
+            "kind",
+            "injected",
+            "recovered",
+            "running p50/max ms",
+            "traffic p50/max ms",
+            "host stall p50/max ms"
         );
         for k in self.kinds() {
             let fs: Vec<&FaultRecord> = self.faults.iter().filter(|f| f.kind == k).collect();
-            let pm = |v: Vec<f64>| format!("{} / {}", ms(percentile(&v, 0.5)), ms(percentile(&v, 1.0)));
+            let pm =
+                |v: Vec<f64>| format!("{} / {}", ms(percentile(&v, 0.5)), ms(percentile(&v, 1.0)));
             println!(
                 "    {:<10} {:>8} {:>9} {:>22} {:>22} {:>22}",
                 k,
@@ -396,11 +480,17 @@ impl Report {
         for u in &self.uninjected_restarts {
             println!("    restart without an injected fault: {u}");
         }
+        for n in &self.notes {
+            println!("    note: {n}");
+        }
         for p in self.problems.iter().take(10) {
             println!("    traffic: {p}");
         }
         if self.problems.len() > 10 {
-            println!("    traffic: … {} more in the JSON", self.problems.len() - 10);
+            println!(
+                "    traffic: … {} more in the JSON",
+                self.problems.len() - 10
+            );
         }
         for f in &self.failures {
             println!("    FAILED: {f}");
@@ -463,7 +553,10 @@ mod tests {
             ("corrupted", Box::new(|r| r.echo_corrupted = 1)),
             ("corrupted", Box::new(|r| r.udp_corrupted = 1)),
             ("aborted", Box::new(|r| r.aborted = Some("x".into()))),
-            ("component death", Box::new(|r| r.unexpected.push("netserver".into()))),
+            (
+                "component death",
+                Box::new(|r| r.unexpected.push("netserver".into())),
+            ),
             ("no traffic", Box::new(|r| r.echo_verified = 0)),
         ];
         for (what, f) in defects {

@@ -212,19 +212,28 @@ impl Traffic {
         let mut udp_done = None;
         if cfg.udp {
             let done = Arc::new(AtomicBool::new(false));
-            let (c, addr, every, key) = (ctx(), cfg.echo, cfg.udp_interval, mix(cfg.seed ^ 0x5544_50));
+            let (c, addr, every, key) =
+                (ctx(), cfg.echo, cfg.udp_interval, mix(cfg.seed ^ 0x5544_50));
             let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
             sock.connect(addr)?;
             sock.set_read_timeout(Some(POLL))?;
             let rx = sock.try_clone()?;
             let seen = Arc::new(Mutex::new(Vec::<bool>::new()));
             let (c2, seen2, done2) = (c.clone(), seen.clone(), done.clone());
-            threads.push(std::thread::Builder::new().name("udp-tx".into()).spawn(move || {
-                udp_sender(&c, &sock, every, key);
-            })?);
-            threads.push(std::thread::Builder::new().name("udp-rx".into()).spawn(move || {
-                udp_receiver(&c2, &rx, key, &seen2, &done2);
-            })?);
+            threads.push(
+                std::thread::Builder::new()
+                    .name("udp-tx".into())
+                    .spawn(move || {
+                        udp_sender(&c, &sock, every, key);
+                    })?,
+            );
+            threads.push(
+                std::thread::Builder::new()
+                    .name("udp-rx".into())
+                    .spawn(move || {
+                        udp_receiver(&c2, &rx, key, &seen2, &done2);
+                    })?,
+            );
             udp_done = Some(done);
         }
         Ok(Traffic {
@@ -246,7 +255,11 @@ impl Traffic {
         self.stop.store(true, SeqCst);
         // The UDP receiver keeps listening a moment for the last echoes.
         if let Some(done) = &self.udp_done {
-            std::thread::sleep(if abort { Duration::ZERO } else { Duration::from_secs(1) });
+            std::thread::sleep(if abort {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(1)
+            });
             done.store(true, SeqCst);
         }
         for t in self.threads.drain(..) {
@@ -266,7 +279,10 @@ fn connect(c: &Ctx, addr: SocketAddr) -> std::io::Result<TcpStream> {
 }
 
 fn timed_out(e: &std::io::Error) -> bool {
-    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted)
+    matches!(
+        e.kind(),
+        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+    )
 }
 
 /// One echo stream: connections one after the other until stopped.
@@ -283,7 +299,8 @@ fn echo_stream(c: &Ctx, addr: SocketAddr, rate: u64, seed: u64, flow: &Arc<Flow>
                 }
                 Err(why) => {
                     c.counters.tcp_failed.fetch_add(1, SeqCst);
-                    c.counters.problem(c.start, format!("echo connection {key:016x}: {why}"));
+                    c.counters
+                        .problem(c.start, format!("echo connection {key:016x}: {why}"));
                 }
             },
             Err(e) => c.counters.problem(c.start, format!("echo connect: {e}")),
@@ -315,10 +332,20 @@ impl Conn {
 }
 
 /// Runs one echo connection: `Ok` when it ended by our clean close with every byte verified.
-fn echo_connection(c: &Ctx, s: TcpStream, rate: u64, key: u64, flow: &Arc<Flow>) -> Result<(), String> {
+fn echo_connection(
+    c: &Ctx,
+    s: TcpStream,
+    rate: u64,
+    key: u64,
+    flow: &Arc<Flow>,
+) -> Result<(), String> {
     let conn = Arc::new(Conn::default());
     let reader = {
-        let (conn, flow, mut r) = (conn.clone(), flow.clone(), s.try_clone().map_err(|e| e.to_string())?);
+        let (conn, flow, mut r) = (
+            conn.clone(),
+            flow.clone(),
+            s.try_clone().map_err(|e| e.to_string())?,
+        );
         let (stop, abort, counters) = (c.stop.clone(), c.abort.clone(), c.counters.clone());
         std::thread::spawn(move || {
             echo_reader(&mut r, &conn, &flow, key, &counters, &stop, &abort);
@@ -330,9 +357,12 @@ fn echo_connection(c: &Ctx, s: TcpStream, rate: u64, key: u64, flow: &Arc<Flow>)
     let mut last_write = Instant::now();
     while !c.stop.load(SeqCst) && !conn.failed.load(SeqCst) {
         let sent = conn.sent.load(SeqCst);
-        let outstanding = sent.saturating_sub(conn.verified.load(SeqCst) + conn.corrupted.load(SeqCst));
+        let outstanding =
+            sent.saturating_sub(conn.verified.load(SeqCst) + conn.corrupted.load(SeqCst));
         let allowed = (began.elapsed().as_secs_f64() * rate as f64) as u64 + CHUNK as u64;
-        let room = WINDOW.saturating_sub(outstanding).min(allowed.saturating_sub(sent));
+        let room = WINDOW
+            .saturating_sub(outstanding)
+            .min(allowed.saturating_sub(sent));
         if room == 0 {
             std::thread::sleep(Duration::from_millis(2));
             continue;
@@ -393,8 +423,12 @@ fn echo_connection(c: &Ctx, s: TcpStream, rate: u64, key: u64, flow: &Arc<Flow>)
     c.counters.echo_lost.fetch_add(lost, SeqCst);
     let why = conn.why.lock().unwrap_or_else(|e| e.into_inner()).take();
     match why {
-        Some(why) => Err(format!("{why} ({sent} sent, {verified} verified, {lost} lost)")),
-        None if lost > 0 || corrupted > 0 => Err(format!("{lost} bytes lost, {corrupted} corrupted")),
+        Some(why) => Err(format!(
+            "{why} ({sent} sent, {verified} verified, {lost} lost)"
+        )),
+        None if lost > 0 || corrupted > 0 => {
+            Err(format!("{lost} bytes lost, {corrupted} corrupted"))
+        }
         None => Ok(()),
     }
 }
@@ -425,7 +459,8 @@ fn echo_reader(
         }
         match r.read(&mut buf) {
             Ok(0) => {
-                if conn.closing.load(SeqCst) && conn.verified.load(SeqCst) == conn.sent.load(SeqCst) {
+                if conn.closing.load(SeqCst) && conn.verified.load(SeqCst) == conn.sent.load(SeqCst)
+                {
                     return; // the clean end
                 }
                 conn.fail("closed by the peer".into());
@@ -436,7 +471,10 @@ fn echo_reader(
                 if at + n as u64 > conn.sent.load(SeqCst) {
                     conn.corrupted.fetch_add(n as u64, SeqCst);
                     counters.echo_corrupted.fetch_add(n as u64, SeqCst);
-                    conn.fail(format!("{n} bytes echoed beyond the {} sent", conn.sent.load(SeqCst)));
+                    conn.fail(format!(
+                        "{n} bytes echoed beyond the {} sent",
+                        conn.sent.load(SeqCst)
+                    ));
                     return;
                 }
                 stream_bytes(key, at, &mut want[..n]);
@@ -506,7 +544,11 @@ fn http_loop(c: &Ctx, addr: SocketAddr, seed: u64, rate: u64, flow: &Flow) {
             let r = mix(seed ^ n);
             n += 1;
             let len = (64 << 10) + r % (448 << 10);
-            let result = if n % 2 == 1 { h.upload(r, len) } else { h.download(len) };
+            let result = if n % 2 == 1 {
+                h.upload(r, len)
+            } else {
+                h.download(len)
+            };
             match result {
                 Ok(()) => {
                     c.counters.http_requests.fetch_add(1, SeqCst);
@@ -537,7 +579,8 @@ fn http_loop(c: &Ctx, addr: SocketAddr, seed: u64, rate: u64, flow: &Flow) {
             Err(why) => {
                 let _ = h.w.shutdown(Shutdown::Both);
                 c.counters.tcp_failed.fetch_add(1, SeqCst);
-                c.counters.problem(c.start, format!("http connection: {why}"));
+                c.counters
+                    .problem(c.start, format!("http connection: {why}"));
                 std::thread::sleep(Duration::from_millis(500));
             }
         }
@@ -560,7 +603,11 @@ struct Http<'a> {
 
 impl Http<'_> {
     /// Waits out read/write timeouts while the connection is merely slow.
-    fn retry<T>(&mut self, what: &str, mut f: impl FnMut(&mut Self) -> std::io::Result<T>) -> Result<T, HttpError> {
+    fn retry<T>(
+        &mut self,
+        what: &str,
+        mut f: impl FnMut(&mut Self) -> std::io::Result<T>,
+    ) -> Result<T, HttpError> {
         let began = Instant::now();
         loop {
             match f(self) {
@@ -570,7 +617,10 @@ impl Http<'_> {
                         return Err(HttpError::Failed("campaign aborted".into()));
                     }
                     if began.elapsed() > STALL_LIMIT {
-                        return Err(HttpError::Failed(format!("{what}: no progress for {} s", STALL_LIMIT.as_secs())));
+                        return Err(HttpError::Failed(format!(
+                            "{what}: no progress for {} s",
+                            STALL_LIMIT.as_secs()
+                        )));
                     }
                 }
                 Err(e) => return Err(HttpError::Failed(format!("{what}: {e}"))),
@@ -595,7 +645,9 @@ impl Http<'_> {
         loop {
             let n = self.retry("read", |h| h.r.read_until(b'\n', &mut line))?;
             if n == 0 {
-                return Err(HttpError::Failed("closed by the peer in a response head".into()));
+                return Err(HttpError::Failed(
+                    "closed by the peer in a response head".into(),
+                ));
             }
             if line.ends_with(b"\n") {
                 self.flow.progressed();
@@ -635,14 +687,20 @@ impl Http<'_> {
     }
 
     /// Reads exactly `len` body bytes, giving each chunk to `f`.
-    fn body(&mut self, len: u64, mut f: impl FnMut(u64, &[u8]) -> Result<(), HttpError>) -> Result<(), HttpError> {
+    fn body(
+        &mut self,
+        len: u64,
+        mut f: impl FnMut(u64, &[u8]) -> Result<(), HttpError>,
+    ) -> Result<(), HttpError> {
         let mut at = 0u64;
         let mut buf = vec![0u8; 32 << 10];
         while at < len {
             let want = ((len - at) as usize).min(buf.len());
             let n = self.retry("read", |h| h.r.read(&mut buf[..want]))?;
             if n == 0 {
-                return Err(HttpError::Failed(format!("closed by the peer after {at} of {len} body bytes")));
+                return Err(HttpError::Failed(format!(
+                    "closed by the peer after {at} of {len} body bytes"
+                )));
             }
             f(at, &buf[..n])?;
             at += n as u64;
@@ -668,9 +726,12 @@ impl Http<'_> {
         }
         let want: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
         let (status, length) = self.head()?;
-        let blen = length.ok_or_else(|| HttpError::Failed("POST /sink answer without Content-Length".into()))?;
+        let blen = length
+            .ok_or_else(|| HttpError::Failed("POST /sink answer without Content-Length".into()))?;
         if blen > 4096 {
-            return Err(HttpError::Failed(format!("POST /sink answer of {blen} bytes")));
+            return Err(HttpError::Failed(format!(
+                "POST /sink answer of {blen} bytes"
+            )));
         }
         let mut body = Vec::new();
         self.body(blen, |_, b| {
@@ -679,7 +740,9 @@ impl Http<'_> {
         })?;
         let body = String::from_utf8_lossy(&body);
         if status != 200 {
-            return Err(HttpError::Failed(format!("POST /sink: status {status}: {body}")));
+            return Err(HttpError::Failed(format!(
+                "POST /sink: status {status}: {body}"
+            )));
         }
         let v: serde_json::Value = serde_json::from_str(&body)
             .map_err(|e| HttpError::Failed(format!("POST /sink answer {body:?}: {e}")))?;
@@ -696,10 +759,16 @@ impl Http<'_> {
         self.write_all(format!("GET /bytes/{len} HTTP/1.1\r\nHost: campaign\r\n\r\n").as_bytes())?;
         let (status, length) = self.head()?;
         if status != 200 || length != Some(len) {
-            return Err(HttpError::Failed(format!("GET /bytes/{len}: status {status}, length {length:?}")));
+            return Err(HttpError::Failed(format!(
+                "GET /bytes/{len}: status {status}, length {length:?}"
+            )));
         }
         self.body(len, |at, b| {
-            match b.iter().enumerate().find(|&(k, &x)| x != bytes_pattern(at + k as u64)) {
+            match b
+                .iter()
+                .enumerate()
+                .find(|&(k, &x)| x != bytes_pattern(at + k as u64))
+            {
                 Some((k, &x)) => Err(HttpError::Corrupt(format!(
                     "GET /bytes/{len}: byte {} is {x:#04x}, expected {:#04x}",
                     at + k as u64,
@@ -745,7 +814,10 @@ fn udp_receiver(c: &Ctx, sock: &UdpSocket, key: u64, seen: &Mutex<Vec<bool>>, do
         match sock.recv(&mut buf) {
             Ok(n) => {
                 let d = &buf[..n];
-                let seq = d.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+                let seq = d
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_le_bytes);
                 let ok = seq.filter(|&s| s < 1 << 32 && udp_datagram(key, s) == d);
                 match ok {
                     Some(s) => {
@@ -763,7 +835,10 @@ fn udp_receiver(c: &Ctx, sock: &UdpSocket, key: u64, seen: &Mutex<Vec<bool>>, do
                     }
                     None => {
                         c.counters.udp_corrupted.fetch_add(1, SeqCst);
-                        c.counters.problem(c.start, format!("UDP echo of {n} bytes does not match any datagram sent"));
+                        c.counters.problem(
+                            c.start,
+                            format!("UDP echo of {n} bytes does not match any datagram sent"),
+                        );
                     }
                 }
             }
@@ -883,7 +958,11 @@ mod tests {
         std::thread::sleep(Duration::from_millis(700));
         let c = t.finish(false);
         assert!(c.echo_corrupted.load(SeqCst) > 0);
-        assert!(c.tcp_failed.load(SeqCst) >= 2, "{}", c.tcp_failed.load(SeqCst));
+        assert!(
+            c.tcp_failed.load(SeqCst) >= 2,
+            "{}",
+            c.tcp_failed.load(SeqCst)
+        );
         let p = c.problems.lock().unwrap();
         assert!(p.iter().any(|p| p.contains("echoed byte 70000")), "{p:?}");
     }
