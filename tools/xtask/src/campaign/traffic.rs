@@ -977,6 +977,109 @@ mod tests {
         assert!(c.tcp_failed.load(SeqCst) >= 2);
     }
 
+    /// A keep-alive HTTP server for `/sink` and `/bytes/N`; `bad_hash` answers a wrong SHA-256,
+    /// `bad_byte` flips one byte of every `/bytes` body.
+    fn http_server(bad_hash: bool, bad_byte: Option<u64>) -> SocketAddr {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(s) = s else { continue };
+                std::thread::spawn(move || {
+                    let mut w = s.try_clone().unwrap();
+                    let mut r = BufReader::new(s);
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                        let mut len = 0u64;
+                        loop {
+                            let mut h = String::new();
+                            r.read_line(&mut h).unwrap();
+                            if h.trim().is_empty() {
+                                break;
+                            }
+                            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:")
+                            {
+                                len = v.trim().parse().unwrap();
+                            }
+                        }
+                        if path == "/sink" {
+                            let mut body = vec![0u8; len as usize];
+                            r.read_exact(&mut body).unwrap();
+                            let mut hex: String = Sha256::digest(&body)
+                                .iter()
+                                .map(|b| format!("{b:02x}"))
+                                .collect();
+                            if bad_hash {
+                                hex.replace_range(0..1, if &hex[..1] == "0" { "1" } else { "0" });
+                            }
+                            let json = format!("{{\"length\":{len},\"sha256\":\"{hex}\"}}");
+                            let _ = write!(
+                                w,
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{json}",
+                                json.len()
+                            );
+                        } else if let Some(n) = path.strip_prefix("/bytes/") {
+                            let n: u64 = n.parse().unwrap();
+                            let mut body: Vec<u8> = (0..n).map(bytes_pattern).collect();
+                            if let Some(b) = bad_byte.filter(|&b| b < n) {
+                                body[b as usize] ^= 1;
+                            }
+                            let _ = write!(w, "HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n");
+                            let _ = w.write_all(&body);
+                        } else {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn http_only(http: SocketAddr) -> Config {
+        Config {
+            http: Some(http),
+            streams: 0,
+            udp: false,
+            ..cfg(http)
+        }
+    }
+
+    #[test]
+    fn http_uploads_and_downloads_are_verified_at_both_ends() {
+        let t = Traffic::start(&http_only(http_server(false, None)), Instant::now()).unwrap();
+        std::thread::sleep(Duration::from_millis(800));
+        let c = t.finish(false);
+        let p = c.problems.lock().unwrap().clone();
+        assert!(p.is_empty(), "{p:?}");
+        assert!(c.http_requests.load(SeqCst) >= 2);
+        assert!(c.http_up_verified.load(SeqCst) > 0 && c.http_down_verified.load(SeqCst) > 0);
+        assert_eq!(c.http_lost.load(SeqCst) + c.http_corrupted.load(SeqCst), 0);
+        assert_eq!(
+            (c.tcp_established.load(SeqCst), c.tcp_survived.load(SeqCst)),
+            (1, 1)
+        );
+    }
+
+    #[test]
+    fn a_wrong_hash_or_byte_from_the_guest_is_caught() {
+        for (bad_hash, bad_byte, what) in [(true, None, "sha256"), (false, Some(1000), "byte 1000")]
+        {
+            let t = Traffic::start(&http_only(http_server(bad_hash, bad_byte)), Instant::now())
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(800));
+            let c = t.finish(false);
+            assert!(c.http_corrupted.load(SeqCst) > 0, "{what}");
+            assert!(c.tcp_failed.load(SeqCst) > 0, "{what}");
+            let p = c.problems.lock().unwrap().clone();
+            assert!(p.iter().any(|p| p.contains(what)), "{what}: {p:?}");
+        }
+    }
+
     #[test]
     fn flows_record_pauses() {
         let f = Flow::default();
