@@ -125,8 +125,7 @@ impl Control {
         })
     }
 
-    /// Sends `inject <component> <kind>` and waits up to `timeout` for the answer. Lines that are
-    /// not answers (none are expected) are skipped.
+    /// Sends `inject <component> <kind>` and waits up to `timeout` for the answer.
     pub fn inject(&mut self, component: &str, kind: &str, timeout: Duration) -> Result<Answer> {
         if component.is_empty()
             || kind.is_empty()
@@ -134,8 +133,50 @@ impl Control {
         {
             bail!("component and kind must be single words");
         }
+        let line = self.request(
+            &format!("inject {component} {kind}"),
+            |l| l.starts_with("ok") || l.starts_with("error"),
+            timeout,
+        )?;
+        parse_answer(&line)
+    }
+
+    /// Sends `restarts`; the root task answers `restarts <component>=<n> …` for every component
+    /// it restarts. Returns the counts.
+    pub fn restarts(&mut self, timeout: Duration) -> Result<Vec<(String, u64)>> {
+        let line = self.request(
+            "restarts",
+            |l| l.starts_with("restarts") || l.starts_with("error"),
+            timeout,
+        )?;
+        if let Some(why) = line.strip_prefix("error") {
+            bail!("the root task answered `restarts` with error{why}");
+        }
+        line.split_whitespace()
+            .skip(1)
+            .map(|kv| {
+                let (k, v) = kv
+                    .split_once('=')
+                    .with_context(|| format!("bad field `{kv}` in `{line}`"))?;
+                Ok((
+                    k.to_string(),
+                    v.parse()
+                        .with_context(|| format!("bad count in `{line}`"))?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Sends one line and returns the first answer line `accept` takes (others are skipped),
+    /// trimmed.
+    fn request(
+        &mut self,
+        text: &str,
+        accept: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> Result<String> {
         self.writer
-            .write_all(format!("inject {component} {kind}\n").as_bytes())
+            .write_all(format!("{text}\n").as_bytes())
             .context("writing to the control socket")?;
         let deadline = Instant::now() + timeout;
         // Bytes of a line that a timed-out read left behind are kept in `line` (read_line keeps
@@ -156,8 +197,8 @@ impl Control {
                 Ok(_) if line.ends_with('\n') => {
                     let l = std::mem::take(&mut line);
                     let l = l.trim();
-                    if l.starts_with("ok") || l.starts_with("error") {
-                        return parse_answer(l);
+                    if accept(l) {
+                        return Ok(l.to_string());
                     }
                 }
                 Ok(_) => {}
@@ -218,12 +259,14 @@ mod tests {
             let mut r = BufReader::new(s.try_clone().unwrap());
             let mut w = s;
             let mut got = Vec::new();
-            for seq in 1..=2 {
+            for seq in 1..=3 {
                 let mut line = String::new();
                 r.read_line(&mut line).unwrap();
                 got.push(line.clone());
                 if line.contains("bogus") {
                     w.write_all(b"error unknown kind\n").unwrap();
+                } else if line == "restarts\n" {
+                    w.write_all(b"restarts virtio-net=4 echo=0\n").unwrap();
                 } else {
                     // Split across writes, as a UART delivers it.
                     w.write_all(b"o").unwrap();
@@ -245,8 +288,16 @@ mod tests {
             Answer::Error("unknown kind".into())
         );
         assert_eq!(
+            c.restarts(Duration::from_secs(5)).unwrap(),
+            [("virtio-net".to_string(), 4), ("echo".to_string(), 0)]
+        );
+        assert_eq!(
             server.join().unwrap(),
-            ["inject virtio-net crash\n", "inject virtio-net bogus\n"]
+            [
+                "inject virtio-net crash\n",
+                "inject virtio-net bogus\n",
+                "restarts\n"
+            ]
         );
         let _ = std::fs::remove_file(&path);
     }

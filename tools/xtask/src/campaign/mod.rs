@@ -482,6 +482,20 @@ fn drive(
             }
         }
     }
+    // The root task's own count, through the control channel.
+    if aborted.is_none() {
+        match ctl.restarts(Duration::from_secs(5)) {
+            Ok(counts) => {
+                report.supervisor_restarts = counts
+                    .into_iter()
+                    .find(|(c, _)| *c == o.component)
+                    .map(|(_, n)| n)
+            }
+            Err(e) => report
+                .notes
+                .push(format!("`restarts` on the control channel: {e:#}")),
+        }
+    }
     let s = step::Step::start("stopping the traffic: every stream drained, verified and closed");
     let counters = traffic.finish(aborted.is_some());
     s.done();

@@ -86,6 +86,8 @@ pub struct Report {
     pub faults: Vec<FaultRecord>,
     pub restarts: u64,
     pub stats_driver_restarts: Option<u64>,
+    /// The root task's count (`restarts` on the control channel).
+    pub supervisor_restarts: Option<u64>,
     /// Other components dying, restarts of them.
     pub unexpected: Vec<String>,
     /// Restarts of the component the root task did not attribute to an injected fault (a
@@ -342,6 +344,7 @@ impl Report {
             },
             "per_kind": per_kind,
             "stats_driver_restarts": self.stats_driver_restarts,
+            "supervisor_restarts": self.supervisor_restarts,
             "boot_s": self.boot_s,
             "duration_s": self.duration_s,
             "unexpected": self.unexpected,
@@ -392,10 +395,12 @@ impl Report {
             (
                 "restarts of the component",
                 format!(
-                    "{}{}",
+                    "{}{}{}",
                     self.restarts,
                     self.stats_driver_restarts
-                        .map_or(String::new(), |s| format!(" (/stats: {s})"))
+                        .map_or(String::new(), |s| format!(" (/stats: {s})")),
+                    self.supervisor_restarts
+                        .map_or(String::new(), |s| format!(" (root task: {s})"))
                 ),
             ),
             (
