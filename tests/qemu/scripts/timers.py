@@ -2,26 +2,31 @@
 """TCP timers under load, judged from the wire (tests/qemu/netserver-timers.toml).
 
   timers.py HTTP_PORT KA_PORT PCAP INTERVAL_MS [CONNECTIONS [LOAD_SECS]]
+  timers.py analyze PCAP INTERVAL_MS CONNECTIONS      (the verdict on a kept capture)
 
 1. Opens CONNECTIONS (8) TCP connections to the guest's `keepalive` app (host port KA_PORT,
-   guest port 9100), which turns SO_KEEPALIVE on for each and holds it idle. The net server's
+   guest port 9100), which turns SO_KEEPALIVE on for each and holds it idle; the net server's
    keep-alive interval is INTERVAL_MS. Host and guest then stay silent on these connections, so
-   every segment the guest sends on one of them is a keep-alive probe.
+   every segment the guest sends on one of them is a keep-alive probe. Asks /stats (one
+   persistent connection) how many TCP connections each worker holds and opens more until every
+   worker holds at least one keep-alive connection.
 2. Saturates the link: GET /bytes/<16 GiB> from the http app (host port HTTP_PORT), read as fast
-   as possible for LOAD_SECS (15) seconds, then closed.
+   as possible until the capture shows LOAD_SECS (12) seconds of load (at most LIMIT seconds of
+   real time), then closed. /stats again: the worker whose frame count grew is the loaded one.
 3. Reads PCAP, the capture QEMU's `filter-dump` writes of every frame between the guest's NIC
-   and QEMU's user network (timestamps from QEMU, not from the guest), and checks, per
-   keep-alive connection, that while the load ran (from the first to the last data segment the
-   guest sent on the /bytes connection) no gap without a probe was longer than 3 intervals,
-   counting from the start of the load to the first probe and from the last probe to the end of
-   the load. Probes are recognised by their shape: smoltcp's keep-alive is one byte at
-   SND.NXT - 1 (RFC 1122's garbage octet).
+   and QEMU's user network, timestamped with QEMU's virtual clock (outside the guest), and
+   checks, per keep-alive connection, that while the load ran (from the first to the last data
+   segment the guest sent on the /bytes connection) no stretch without a probe was longer than
+   BOUND (3) intervals, counting from the start of the load to the first probe and from the last
+   probe to the end of the load. Probes are recognised by their shape: smoltcp's keep-alive is
+   one byte at SND.NXT - 1 (RFC 1122's garbage octet). Time is the load's clock (LoadClock):
+   pauses of the load longer than STALL count STALL each.
 
 Why this can fail: a worker that is not busy sleeps until its next smoltcp timer, and only the
 net server's PIT timer thread wakes it then. If that thread does not run (starved by network
-work, or its interrupt never arrives), the keep-alives of connections on an idle worker stop
-while the load goes on. tests/qemu/controls/timers-no-timer.toml is the same system with the
-timer's interrupt routed to a pin nothing raises; this script reports LATE there (see that file).
+work), the keep-alives of connections on the idle worker stop while the load goes on.
+tests/qemu/controls/timers-starved.toml is the same system with the timer thread starved; this
+script reports LATE there (see that file for the run).
 
 Prints `timers: verified ...` (exit 0) or `timers: LATE ...` / `timers: FAILED ...` (exit 1).
 Standard library only.
@@ -37,8 +42,8 @@ GUEST = bytes([10, 0, 2, 15])
 KA_GUEST_PORT = 9100
 HTTP_GUEST_PORT = 80
 BOUND = 3  # intervals
-STALL = 0.25  # s: a pause of the load longer than this is the guest not running
-LIMIT = 120  # s: most wall time spent loading
+STALL = 0.25  # s: a pause of the load longer than this: nothing from the guest reached the capture
+LIMIT = 120  # s: most real time spent loading
 
 
 def fail(msg):
@@ -61,11 +66,25 @@ class Stats:
     HTTP/1.1 connection (one TCP connection in the counts, whatever the number of requests)."""
 
     def __init__(self, port):
-        self.s = connect_retry(port, time.monotonic() + 60)
+        self.port = port
+        self.connect()
+
+    def connect(self):
+        self.s = connect_retry(self.port, time.monotonic() + 60)
         self.s.settimeout(30)
         self.buf = b""
 
     def get(self):
+        """One /stats; on a connection the http app has closed meanwhile (it drops idle ones),
+        a fresh one (then the counts include the old connection's TIME-WAIT)."""
+        try:
+            return self.request()
+        except ConnectionError:
+            self.s.close()
+            self.connect()
+            return self.request()
+
+    def request(self):
         self.s.sendall(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
         while b"\r\n\r\n" not in self.buf:
             self.read()
@@ -86,10 +105,10 @@ class Stats:
     def read(self):
         try:
             d = self.s.recv(65536)
-        except OSError as e:
-            fail(f"/stats: {e}")
+        except socket.timeout:
+            fail("/stats: no answer for 30 s")
         if not d:
-            fail("/stats: the http app closed the connection")
+            raise ConnectionResetError("closed by the http app")
         self.buf += d
 
 
@@ -180,12 +199,13 @@ def guest_tcp(t, f):
 
 
 class LoadClock:
-    """The load's clock: wire time during which the guest was sending the load (its data
-    segments from port 80). A pause of the load longer than STALL means the whole guest was not
-    running (QEMU's threads descheduled on a busy host: on this machine the saturating flow and
-    every keep-alive stop and resume together); no timer can be judged then, so only STALL of
-    each such pause counts. A starved or missing timer does not pause the load: its late probes
-    are measured in full."""
+    """The load's clock: capture time during which the guest was sending the load (its data
+    segments from port 80). A pause of the load longer than STALL means nothing from the guest
+    reached the capture (without -icount: QEMU descheduled on a busy host, when the saturating
+    flow and every keep-alive stopped and resumed together; with -icount the guest's clock stops
+    with the guest, and only QEMU's network thread can still be held up); no timer can be judged
+    then, so only STALL of each such pause counts, and the pauses are printed. A starved timer
+    does not pause the load: its late probes are measured in full."""
 
     def __init__(self):
         self.t = []
@@ -305,7 +325,7 @@ def judge(segs, clock, interval_ms, n):
     span = t1 - t0
     print(f"load on the wire: {clock.bytes} bytes in {span:.1f} s ({clock.bytes / max(span, 1e-6) / 1048576:.1f} MiB/s), "
           f"{len(clock.t)} data segments; {clock.total():.1f} s of load, {len(clock.stalls)} pauses over {STALL} s"
-          + (f" (longest {max(clock.stalls):.2f} s: the guest was not running; {STALL} s of each counted)" if clock.stalls else ""),
+          + (f" (longest {max(clock.stalls):.2f} s; {STALL} s of each counted)" if clock.stalls else ""),
           flush=True)
     if clock.total() < 3 * BOUND * interval:
         fail(f"only {clock.total():.1f} s of load on the wire, too little to judge a {interval_ms} ms timer")
