@@ -61,6 +61,10 @@ pub struct Component {
     next_map: u64,
     pub info: StartInfo,
     pub alive: bool,
+    /// Whether a thread of the component runs on the root task's core (core 0).
+    shares_root_core: bool,
+    /// TSC when [`Component::start`] let the main thread run.
+    pub running_since: u64,
 }
 
 /// Size (as a power of two) of the private pool a component's objects come from: its CNode,
@@ -93,6 +97,45 @@ pub fn decode_fault_badge(badge: u64) -> Option<(usize, usize)> {
     Some((component as usize, (badge & 0x3f) as usize))
 }
 
+/// The heap's frames: 2 MiB pages for the part of the heap they cover whole (the heap's base is
+/// 2 MiB aligned), 4 KiB pages for the rest. A 4 MiB heap costs 2 retypes and 2 maps
+/// instead of 1024 of each.
+struct HeapFrames {
+    large: Vec<Object>,
+    size: u64,
+}
+
+impl HeapFrames {
+    const LARGE: u64 = 1 << sel4::size_bits::LARGE_PAGE;
+
+    fn alloc(mem: &mut Memory, size: u64) -> Result<HeapFrames> {
+        debug_assert!(sysdesc::HEAP_BASE % Self::LARGE == 0);
+        let large = mem.alloc_many(ObjectType::X86LargePage, 0, sel4::size_bits::LARGE_PAGE, size / Self::LARGE)?;
+        Ok(HeapFrames { large, size })
+    }
+
+    fn map(self, c: &mut Component, mem: &mut Memory) -> Result<()> {
+        for (i, f) in self.large.iter().enumerate() {
+            let vaddr = sysdesc::HEAP_BASE + i as u64 * Self::LARGE;
+            c.vspace.map_large(mem, f.cap(), vaddr, CapRights::READ_WRITE, VmAttributes::DEFAULT)?;
+        }
+        let done = self.large.len() as u64 * Self::LARGE;
+        if self.size > done {
+            c.map_fresh(mem, sysdesc::HEAP_BASE + done, self.size - done, true)?;
+        }
+        Ok(())
+    }
+}
+
+/// Copies `src` into `frame` at byte `at` through the root task's window.
+fn write_frame(mem: &mut Memory, window: &mut FrameWindow, frame: Object, at: usize, src: &[u8]) -> Result<()> {
+    let t0 = sel4_rt::rdtsc();
+    let r = window.with_frame(frame.cap(), |p| p[at..at + src.len()].copy_from_slice(src));
+    mem.prof.window += 1;
+    mem.prof.window_cycles += sel4_rt::rdtsc() - t0;
+    Ok(r?)
+}
+
 impl Component {
     /// Creates the component's objects and loads its ELF, leaving its threads suspended.
     pub fn create(
@@ -105,6 +148,12 @@ impl Component {
         num_nodes: u64,
         tsc_mhz: u64,
     ) -> Result<Component> {
+        if desc.restart {
+            // Zeroed memory ready for the next instance (see `Memory::reset_pool`).
+            mem.add_spare()?;
+        }
+        // The heap's 2 MiB pages first, where the fresh pool is aligned for them.
+        let heap = HeapFrames::alloc(mem, desc.heap_size)?;
         let cnode_obj = mem.alloc_cnode(CNODE_BITS)?;
         let cnode: Cap<CNode> = cnode_obj.cap();
         let pml4 = mem.alloc_fixed(ObjectType::X64Pml4)?;
@@ -141,6 +190,9 @@ impl Component {
                 health: false,
             },
             alive: false,
+            shares_root_core: !sel4::SMP
+                || core::iter::once(desc.core).chain(desc.threads.iter().map(|t| t.core)).any(|c| c == 0 || c as u64 >= num_nodes),
+            running_since: 0,
         };
         // The CNode and VSpace, reachable from inside at depth 64.
         cnode.mint(SLOT_CNODE, CNODE_BITS as u8, init::CNODE, cnode_obj.slot, 64, CapRights::ALL, CapData::guard(0, CNODE_GUARD))?;
@@ -203,23 +255,16 @@ impl Component {
             c.tcbs.push(tcb);
             c.thread_names.push(name.clone());
         }
-        // Heap.
-        if desc.heap_size > 0 {
-            c.map_fresh(mem, sysdesc::HEAP_BASE, desc.heap_size, true)?;
-        }
+        heap.map(&mut c, mem)?;
         Ok(c)
     }
 
     /// Maps fresh zeroed frames over `[vaddr, vaddr + size)`.
     fn map_fresh(&mut self, mem: &mut Memory, vaddr: u64, size: u64, writable: bool) -> Result<Vec<Object>> {
         let rights = if writable { CapRights::READ_WRITE } else { CapRights::READ };
-        let mut frames = Vec::new();
-        let mut v = vaddr;
-        while v < vaddr + size {
-            let f = mem.alloc_fixed(ObjectType::X86Page4K)?;
-            self.vspace.map(mem, f.cap(), v, rights, VmAttributes::DEFAULT)?;
-            frames.push(f);
-            v += PAGE_SIZE;
+        let frames = mem.alloc_many(ObjectType::X86Page4K, 0, sel4::size_bits::PAGE, size.div_ceil(PAGE_SIZE))?;
+        for (i, f) in frames.iter().enumerate() {
+            self.vspace.map(mem, f.cap(), vaddr + i as u64 * PAGE_SIZE, rights, VmAttributes::DEFAULT)?;
         }
         Ok(frames)
     }
@@ -229,42 +274,45 @@ impl Component {
         let bad = |what: &str| BuildError(format!("ELF: {what}"));
         let file = ElfBytes::<LittleEndian>::minimal_parse(bytes).map_err(|_| bad("not a 64-bit little-endian ELF"))?;
         let segments = file.segments().ok_or_else(|| bad("no program headers"))?;
-        // Page -> (frame, writable); text and data may share a page.
-        let mut pages: BTreeMap<u64, (Object, bool)> = BTreeMap::new();
+        // Page -> writable; text and data may share a page.
+        let mut wanted: BTreeMap<u64, bool> = BTreeMap::new();
         for ph in segments.iter().filter(|p| p.p_type == PT_LOAD && p.p_memsz > 0) {
             let end = ph.p_vaddr.checked_add(ph.p_memsz).ok_or_else(|| bad("segment wraps"))?;
             if ph.p_vaddr < sysdesc::IMAGE_BASE || end > sysdesc::IMAGE_LIMIT {
                 return Err(bad("segment outside the image range"));
             }
+            let mut page = ph.p_vaddr & !(PAGE_SIZE - 1);
+            while page < end {
+                *wanted.entry(page).or_insert(false) |= ph.p_flags & PF_W != 0;
+                page += PAGE_SIZE;
+            }
+        }
+        if wanted.is_empty() {
+            return Err(bad("nothing to load"));
+        }
+        // All frames in as few retypes as possible; page -> (frame, writable).
+        let frames = mem.alloc_many(ObjectType::X86Page4K, 0, sel4::size_bits::PAGE, wanted.len() as u64)?;
+        let pages: BTreeMap<u64, (Object, bool)> = wanted.into_iter().zip(frames).map(|((page, w), f)| (page, (f, w))).collect();
+        for ph in segments.iter().filter(|p| p.p_type == PT_LOAD && p.p_memsz > 0) {
+            let end = ph.p_vaddr.checked_add(ph.p_memsz).ok_or_else(|| bad("segment wraps"))?;
             if ph.p_filesz > ph.p_memsz {
                 return Err(bad("segment file size exceeds its memory size"));
             }
             let file_end = ph.p_offset.checked_add(ph.p_filesz).ok_or_else(|| bad("segment offset wraps"))?;
             let data = bytes.get(ph.p_offset as usize..file_end as usize).ok_or_else(|| bad("segment data outside the file"))?;
-            let writable = ph.p_flags & PF_W != 0;
             let mut page = ph.p_vaddr & !(PAGE_SIZE - 1);
             while page < end {
-                let entry = match pages.get_mut(&page) {
-                    Some(e) => e,
-                    None => {
-                        let f = mem.alloc_fixed(ObjectType::X86Page4K)?;
-                        pages.entry(page).or_insert((f, false))
-                    }
-                };
-                entry.1 |= writable;
+                let entry = pages.get(&page).ok_or_else(|| bad("page not allocated"))?;
                 // Copy the part of the segment's file data that falls in this page.
                 let lo = page.max(ph.p_vaddr);
                 let hi = (page + PAGE_SIZE).min(ph.p_vaddr + ph.p_filesz);
                 if lo < hi {
                     let src = &data[(lo - ph.p_vaddr) as usize..(hi - ph.p_vaddr) as usize];
                     let at = (lo - page) as usize;
-                    window.with_frame(entry.0.cap(), |p| p[at..at + src.len()].copy_from_slice(src))?;
+                    write_frame(mem, window, entry.0, at, src)?;
                 }
                 page += PAGE_SIZE;
             }
-        }
-        if pages.is_empty() {
-            return Err(bad("nothing to load"));
         }
         for (vaddr, (frame, writable)) in pages {
             let rights = if writable { CapRights::READ_WRITE } else { CapRights::READ };
@@ -335,13 +383,13 @@ impl Component {
     pub fn start(&mut self, mem: &mut Memory, window: &mut FrameWindow) -> Result<()> {
         self.info.free_slots = (self.next_slot, 1 << CNODE_BITS);
         let page = self.info.to_page().map_err(|e| BuildError(format!("{}: {e}", self.name)))?;
-        let pages = sysdesc::START_INFO_SIZE / PAGE_SIZE;
-        for i in 0..pages {
-            let f = mem.alloc_fixed(ObjectType::X86Page4K)?;
+        let frames = mem.alloc_many(ObjectType::X86Page4K, 0, sel4::size_bits::PAGE, sysdesc::START_INFO_SIZE / PAGE_SIZE)?;
+        for (i, &f) in frames.iter().enumerate() {
+            let i = i as u64;
             let lo = (i * PAGE_SIZE) as usize;
             if lo < page.len() {
                 let chunk = &page[lo..page.len().min(lo + PAGE_SIZE as usize)];
-                window.with_frame(f.cap(), |p| p[..chunk.len()].copy_from_slice(chunk))?;
+                write_frame(mem, window, f, 0, chunk)?;
             }
             self.vspace.map(mem, f.cap(), sysdesc::START_INFO_VADDR + i * PAGE_SIZE, CapRights::READ, VmAttributes::DEFAULT)?;
         }
@@ -353,7 +401,14 @@ impl Component {
             ..UserContext::default()
         };
         self.tcbs[0].write_registers(true, 0, UserContext::WORDS, &ctx)?;
+        self.running_since = sel4_rt::rdtsc();
         self.alive = true;
+        // The memory of a previous instance is zeroed now if that costs the new instance
+        // nothing: it runs on another core meanwhile. Otherwise it waits for `Memory::scrub`
+        // from the supervisor's idle time (or the next teardown, which then pays for it).
+        if !self.shares_root_core && mem.needs_scrub() {
+            mem.scrub()?;
+        }
         Ok(())
     }
 

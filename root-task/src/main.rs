@@ -402,16 +402,26 @@ impl Supervisor<'_> {
         let mut record = Record { component: ci as u32, restart: restarts, fault_tsc, detected_tsc: detected, ..Record::default() };
         record.set_cause(cause);
         record.set_name(&self.components[ci].name);
-        if let Err(e) = self.mem.reset_pool(self.slots[ci].pool) {
-            println!("component `{name}`: teardown failed ({e}); left stopped");
-            self.log_restart(&record);
-            return;
-        }
+        let t_down0 = sel4_rt::rdtsc();
+        let down = match self.mem.reset_pool(self.slots[ci].pool) {
+            Ok(t) => t,
+            Err(e) => {
+                println!("component `{name}`: teardown failed ({e}); left stopped");
+                self.log_restart(&record);
+                return;
+            }
+        };
+        let t_down = sel4_rt::rdtsc();
         if delay > 0 {
             wait_ms(delay, mhz);
         }
         self.prepare_health(ci);
+        let t_build = sel4_rt::rdtsc();
+        self.mem.prof.retype_max_cycles = 0;
+        let prof0 = self.mem.prof;
+        let mut t_built = 0;
         let started = self.build(ci).and_then(|mut c| {
+            t_built = sel4_rt::rdtsc();
             self.mem.enter(self.slots[ci].pool);
             let r = c.start(&mut self.mem, &mut self.window);
             self.mem.leave();
@@ -419,12 +429,36 @@ impl Supervisor<'_> {
         });
         match started {
             Ok(c) => {
-                let running = sel4_rt::rdtsc();
+                let running = c.running_since;
                 record.running_tsc = running;
                 println!(
                     "component `{name}` restarted (#{restarts}) in {} us (cause {cause}; {} us after the fault)",
                     running.wrapping_sub(now) / mhz,
                     running.wrapping_sub(fault_tsc) / mhz
+                );
+                let p = self.mem.prof;
+                let us = |c: u64| c / mhz;
+                println!(
+                    "restart phases of `{name}`: detection to teardown {} us, teardown {} us (address space {} us, {} copies {} us, revoke of {} objects {} us; next memory {}), build {} us ({} retypes {} us, slowest {} us, {} maps {} us, {} window writes {} us), start {} us; then zeroing the dead instance's memory {} us; {} root slots in use",
+                    us(t_down0.wrapping_sub(now)),
+                    us(t_down.wrapping_sub(t_down0)),
+                    us(down.vspaces_cycles),
+                    down.copies,
+                    us(down.copies_cycles),
+                    down.objects,
+                    us(down.revoke_cycles),
+                    if down.clean { "clean" } else { "dirty: zeroed by the first retype" },
+                    us(t_built.wrapping_sub(t_build)),
+                    p.retypes - prof0.retypes,
+                    us(p.retype_cycles - prof0.retype_cycles),
+                    us(p.retype_max_cycles),
+                    p.maps - prof0.maps,
+                    us(p.map_cycles - prof0.map_cycles),
+                    p.window - prof0.window,
+                    us(p.window_cycles - prof0.window_cycles),
+                    us(running.wrapping_sub(t_built)),
+                    us(p.scrub_cycles - prof0.scrub_cycles),
+                    down.slots_in_use,
                 );
                 self.components[ci] = c;
             }
