@@ -11,6 +11,8 @@
 //! every activity was flowing again.
 
 pub mod console;
+#[cfg(test)]
+mod fake_guest;
 pub mod report;
 pub mod traffic;
 
