@@ -550,7 +550,8 @@ mod tests {
         assert_eq!(j["per_kind"][0]["kind"], "crash");
         assert_eq!(j["per_kind"][1]["kind"], "hang");
 
-        let defects: Vec<(&str, Box<dyn Fn(&mut Report)>)> = vec![
+        type Defect = Box<dyn Fn(&mut Report)>;
+        let defects: Vec<(&str, Defect)> = vec![
             ("unrecovered", Box::new(|r| r.faults[1].recovered = false)),
             ("injected", Box::new(|r| r.faults[0].seq = None)),
             ("lost", Box::new(|r| r.echo_lost = 1)),
