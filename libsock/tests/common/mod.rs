@@ -130,7 +130,7 @@ impl FakeNet {
 
     fn handle(&self, client: usize, epoch: u32, req: Request) -> Response {
         let mut net = self.net.lock().unwrap();
-        net.log.push(req);
+        net.log.push(req.clone());
         if let Request::Hello { version } = req {
             if version != PROTOCOL_VERSION {
                 return Response::Error(Errno::EPROTONOSUPPORT);
@@ -140,7 +140,7 @@ impl FakeNet {
         if epoch != net.epoch {
             return Response::Error(Errno::ServerRestarted);
         }
-        let r = net.dispatch(client, req);
+        let r = net.dispatch(client, req.clone());
         // "Signal on change": only requests that changed state signal (then every client, which
         // the contract allows). EAGAIN answers and pure queries do not, so a client that loses a
         // wake-up is not rescued by an unrelated retry.
@@ -475,7 +475,7 @@ impl Net {
                     let always = PollEvents::ERR | PollEvents::HUP | PollEvents::NVAL;
                     let _ = revents.push(PollEvents(r.0 & (e.events.0 | always.0)));
                 }
-                Ok(Response::Poll { revents })
+                Ok(Response::Poll { revents: Box::new(revents) })
             }
         }
     }

@@ -8,6 +8,8 @@
 //! `Error(EAGAIN)` (or `Error(EINPROGRESS)` for a TCP connect), and the server arranges to signal
 //! the client's notification when the socket's state changes (see the crate docs, "Wake-ups").
 
+use alloc::boxed::Box;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -23,10 +25,11 @@ pub type PollReady = BoundedList<PollEvents, MAX_POLL_FDS>;
 
 /// A control request from a client to the net server.
 ///
-/// `Poll` makes this about 800 bytes: it is a stack value the size of one IPC buffer, never
-/// allocated, and boxing it would need `alloc` in the server's hot path.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The poll list is boxed so that the enum stays small (under 64 bytes): requests are decoded,
+/// passed and matched by value on every call, and inline the list made each move copy ~800
+/// bytes — under QEMU TCG, where `memcpy` is byte by byte, that was most of a no-op call's cost.
+/// Only `Poll` allocates.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// Start (or restart) a session. Accepted whatever the header's epoch. → `Hello`.
     /// A `version` other than [`crate::PROTOCOL_VERSION`] gets `EPROTONOSUPPORT`.
@@ -67,7 +70,7 @@ pub enum Request {
     /// `poll(2)` over up to [`MAX_POLL_FDS`] sockets, evaluated immediately (never blocks).
     /// An invalid handle gets `NVAL` in its slot, not an error for the whole call. For every entry
     /// not ready for its `events`, the server arms a wake-up. → `Poll`.
-    Poll { fds: PollList },
+    Poll { fds: Box<PollList> },
     /// The net server's counters (for a status page such as the http app's `/stats`); needs a
     /// session like every request but `Hello`. → `Stats`.
     Stats,
@@ -86,8 +89,8 @@ pub struct ServerInfo {
     pub layout: DataAreaLayout,
 }
 
-/// A control response from the net server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A control response from the net server. Large answers are boxed, as in [`Request`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     /// The request failed. Variant 0 on purpose: the reply to a malformed request is always the
     /// two bytes `[0x00, 74]` (`Error(EBADMSG)`).
@@ -104,9 +107,9 @@ pub enum Response {
     Received { len: u32, from: Option<SockAddr> },
     Addr(SockAddr),
     SockOpt(SockOptValue),
-    Poll { revents: PollReady },
+    Poll { revents: Box<PollReady> },
     /// The answer to `Stats`.
-    Stats(NetStats),
+    Stats(Box<NetStats>),
 }
 
 /// One net server worker (one smoltcp stack instance on its own thread)'s counters.

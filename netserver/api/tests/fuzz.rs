@@ -103,7 +103,7 @@ fn request(r: &mut Rng) -> Request {
             for _ in 0..r.below(MAX_POLL_FDS as u64 + 1) {
                 let _ = fds.push(PollEntry { handle: handle(r), events: PollEvents(r.u16()) });
             }
-            Request::Poll { fds }
+            Request::Poll { fds: Box::new(fds) }
         }
     }
 }
@@ -120,7 +120,7 @@ fn response(r: &mut Rng) -> Response {
                     connections: r.next(),
                 });
             }
-            Response::Stats(NetStats { workers, ports_in_use: r.next(), ring_drops: r.next(), driver_restarts: r.next() })
+            Response::Stats(Box::new(NetStats { workers, ports_in_use: r.next(), ring_drops: r.next(), driver_restarts: r.next() }))
         }
         0 => Response::Error(errno(r)),
         1 => Response::Ok,
@@ -140,7 +140,7 @@ fn response(r: &mut Rng) -> Response {
             for _ in 0..r.below(MAX_POLL_FDS as u64 + 1) {
                 let _ = revents.push(PollEvents(r.u16()));
             }
-            Response::Poll { revents }
+            Response::Poll { revents: Box::new(revents) }
         }
     }
 }
@@ -173,7 +173,7 @@ fn mutate(r: &mut Rng, msg: &mut Vec<u8>) {
 /// Checks the decoder's properties on one input; returns whether it decoded as a request.
 fn check_request_bytes(bytes: &[u8]) -> bool {
     let decoded = decode_request(bytes);
-    if let Ok((epoch, req)) = decoded {
+    if let Ok((epoch, req)) = decoded.clone() {
         let mut buf = [0u8; MAX_MSG];
         let n = encode_request(epoch, &req, &mut buf).expect("decoded request re-encodes");
         assert_eq!(decode_request(&buf[..n]), Ok((epoch, req)));

@@ -118,14 +118,14 @@ impl<R: RawLock> Server<R> {
             Request::GetSockOpt { handle, opt } => self.get_option(c, handle, opt).map(Response::SockOpt),
             Request::Stats => {
                 self.client_area(c)?;
-                Ok(Response::Stats(self.net_stats()))
+                Ok(Response::Stats(alloc::boxed::Box::new(self.net_stats())))
             }
             Request::Poll { fds } => {
                 let mut out = [PollEvents::NONE; net_api::MAX_POLL_FDS];
                 let n = fds.len().min(out.len());
                 self.poll(c, fds.as_slice(), &mut out[..n], true)?;
                 let revents = PollReady::from_slice(out.get(..n).unwrap_or(&[])).ok_or(Errno::EINVAL)?;
-                Ok(Response::Poll { revents })
+                Ok(Response::Poll { revents: alloc::boxed::Box::new(revents) })
             }
         }
     }

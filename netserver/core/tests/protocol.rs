@@ -81,7 +81,7 @@ fn stale_and_foreign_handles_get_ebadf() {
         PollEntry { handle: hx2, events: PollEvents::IN },
     ])
     .unwrap();
-    match x.call(Request::Poll { fds }) {
+    match x.call(Request::Poll { fds: Box::new(fds) }) {
         Response::Poll { revents } => {
             assert!(revents.as_slice()[0].contains(PollEvents::NVAL));
             assert!(!revents.as_slice()[1].contains(PollEvents::NVAL));
@@ -138,7 +138,7 @@ fn fuzzed_requests_never_break_the_server() {
         Request::Recv { handle: live, buf: BufDesc { offset: 131072, len: 100 }, flags: MsgFlags::PEEK },
         Request::Connect { handle: live, addr: SockAddr::v6([1; 16], 80) },
         Request::Poll {
-            fds: PollList::from_slice(&[PollEntry { handle: live, events: PollEvents::IN }; 20]).unwrap(),
+            fds: Box::new(PollList::from_slice(&[PollEntry { handle: live, events: PollEvents::IN }; 20]).unwrap()),
         },
     ]
     .iter()
