@@ -478,6 +478,34 @@ fn run(ws: &Ws, a: RunArgs) -> Result<i32> {
         .iter()
         .chain(&a.qemu_args)
         .any(|x| x == "-netdev" || x == "-nic");
+    // The control channel (the root task's fault injection): COM2 on a Unix socket, after the
+    // console's serial port; for the product system and any system that asks for it.
+    let mut control_note = None;
+    if has_driver || sys.system.supervisor.control_serial {
+        let socket = a
+            .control
+            .as_ref()
+            .map(|p| {
+                std::env::current_dir()
+                    .map(|d| d.join(p))
+                    .unwrap_or_else(|_| p.clone())
+            })
+            .unwrap_or_else(|| control::default_run_socket(&ws.target));
+        control::prepare_socket(&socket)?;
+        extra.extend(control::qemu_args(&socket)?);
+        let note = format!(
+            "control: {} (cargo xtask inject <kind>{})",
+            socket.display(),
+            if a.control.is_some() {
+                format!(" --control {}", socket.display())
+            } else {
+                String::new()
+            }
+        );
+        control_note = Some(note);
+    } else if a.control.is_some() {
+        bail!("--control: this system has no control channel (no virtio-net driver, no [supervisor] control_serial)");
+    }
     let mut ready = None;
     if has_driver && !has_netdev && !a.no_net {
         let pcap = a.pcap.as_ref().map(|p| {
@@ -500,30 +528,16 @@ fn run(ws: &Ws, a: RunArgs) -> Result<i32> {
         if let Some(p) = &pcap {
             message.push_str(&format!("; frames to {}", p.display()));
         }
-        // The control channel: COM2 on a Unix socket, after the console's serial port.
-        let socket = a
-            .control
-            .as_ref()
-            .map(|p| {
-                std::env::current_dir()
-                    .map(|d| d.join(p))
-                    .unwrap_or_else(|_| p.clone())
-            })
-            .unwrap_or_else(|| control::default_run_socket(&ws.target));
-        control::prepare_socket(&socket)?;
-        extra.extend(control::qemu_args(&socket)?);
-        message.push_str(&format!(
-            "; control: {} (cargo xtask inject <kind>{})",
-            socket.display(),
-            if a.control.is_some() {
-                format!(" --control {}", socket.display())
-            } else {
-                String::new()
-            }
-        ));
+        if let Some(c) = &control_note {
+            message.push_str(&format!("; {c}"));
+        }
         ready = Some(("[netserver] ready:".to_string(), message));
     } else if a.pcap.is_some() {
         bail!("--pcap needs the default network (a system with a virtio-net driver, no -netdev of your own)");
+    }
+    if let (None, Some(c)) = (&ready, &control_note) {
+        // No ready line to carry it.
+        println!("==> {c}");
     }
     extra.extend(a.qemu_args);
     let cmd = qemu::command(&boot, smp, console, &extra);
