@@ -153,6 +153,10 @@ struct CampaignArgs {
     /// Where the JSON goes (the console log next to it as <stem>-console.log).
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Write every frame of the guest's network to this pcap file (QEMU filter-dump), to see
+    /// what the TCP streams did around each fault.
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -673,6 +677,9 @@ fn fault_campaign(ws: &Ws, a: CampaignArgs) -> Result<i32> {
     if let Some(out) = a.out {
         o.out = std::env::current_dir().map(|d| d.join(&out)).unwrap_or(out);
     }
+    o.pcap = a
+        .pcap
+        .map(|p| std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p));
     let report = campaign::run(ws, &o)?;
     Ok(if report.passed() { 0 } else { 1 })
 }

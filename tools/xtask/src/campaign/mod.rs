@@ -55,6 +55,8 @@ pub struct Options {
     pub stop_on_failure: bool,
     /// The JSON report; the console log goes next to it (`<stem>-console.log`).
     pub out: PathBuf,
+    /// A capture of every frame of the guest's network (QEMU filter-dump).
+    pub pcap: Option<PathBuf>,
 }
 
 impl Options {
@@ -78,6 +80,7 @@ impl Options {
             no_build: false,
             stop_on_failure: false,
             out: ws.target.join("bench").join("fault-campaign.json"),
+            pcap: None,
         }
     }
 }
@@ -176,7 +179,7 @@ pub fn run_image(ws: &Ws, boot: &BootImage, o: &Options) -> Result<Report> {
     control::prepare_socket(&socket)?;
     let mut extra = hostnet::user_net_args(
         &[("tcp", http, 80), ("tcp", echo, 7), ("udp", echo, 7)],
-        None,
+        o.pcap.as_deref(),
     );
     extra.extend(control::qemu_args(&socket)?);
     let mut cmd = qemu::command(boot, o.smp, qemu::Console::Plain, &extra);

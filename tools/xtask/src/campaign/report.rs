@@ -13,6 +13,8 @@ use std::time::Duration;
 
 /// Survival target of the issue: ≥ 99 % of established TCP connections.
 pub const SURVIVAL_TARGET_PCT: f64 = 99.0;
+/// Faults the long campaign must inject.
+pub const FAULTS_TARGET: usize = 1000;
 
 #[derive(Clone, Debug, Default)]
 pub struct FaultRecord {
@@ -231,6 +233,17 @@ impl Report {
         self.failures = f;
     }
 
+    /// The long campaign's targets, met or not.
+    pub fn targets(&self) -> Value {
+        let unrecovered = self.faults.iter().any(|x| !x.recovered);
+        json!({
+            "faults_ge_1000": self.injected() >= FAULTS_TARGET,
+            "all_recovered": !unrecovered && self.injected() == self.planned && self.aborted.is_none(),
+            "zero_bytes_lost": self.bytes_lost() == 0 && self.bytes_corrupted() == 0,
+            "survival_ge_99_pct": self.survival_pct().is_some_and(|p| p >= SURVIVAL_TARGET_PCT),
+        })
+    }
+
     pub fn passed(&self) -> bool {
         self.failures.is_empty()
     }
@@ -343,6 +356,7 @@ impl Report {
                 "duplicates": self.udp_duplicates,
             },
             "per_kind": per_kind,
+            "targets": self.targets(),
             "stats_driver_restarts": self.stats_driver_restarts,
             "supervisor_restarts": self.supervisor_restarts,
             "boot_s": self.boot_s,
@@ -497,6 +511,15 @@ impl Report {
                 self.problems.len() - 10
             );
         }
+        let t = self.targets();
+        let met = |k: &str| if t[k] == true { "met" } else { "MISSED" };
+        println!(
+            "    long-campaign targets: ≥ {FAULTS_TARGET} faults {}, all recovered {}, 0 bytes lost {}, ≥ {SURVIVAL_TARGET_PCT} % connections survive {}",
+            met("faults_ge_1000"),
+            met("all_recovered"),
+            met("zero_bytes_lost"),
+            met("survival_ge_99_pct")
+        );
         for f in &self.failures {
             println!("    FAILED: {f}");
         }
@@ -549,6 +572,9 @@ mod tests {
         assert_eq!(j["fault_to_traffic_ms"]["max"], 20.0);
         assert_eq!(j["per_kind"][0]["kind"], "crash");
         assert_eq!(j["per_kind"][1]["kind"], "hang");
+        assert_eq!(j["targets"]["all_recovered"], true);
+        assert_eq!(j["targets"]["faults_ge_1000"], false);
+        assert_eq!(j["targets"]["survival_ge_99_pct"], true);
 
         type Defect = Box<dyn Fn(&mut Report)>;
         let defects: Vec<(&str, Defect)> = vec![

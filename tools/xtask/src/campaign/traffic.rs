@@ -212,8 +212,12 @@ impl Traffic {
         let mut udp_done = None;
         if cfg.udp {
             let done = Arc::new(AtomicBool::new(false));
-            let (c, addr, every, key) =
-                (ctx(), cfg.echo, cfg.udp_interval, mix(cfg.seed ^ 0x0055_4450));
+            let (c, addr, every, key) = (
+                ctx(),
+                cfg.echo,
+                cfg.udp_interval,
+                mix(cfg.seed ^ 0x0055_4450),
+            );
             let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
             sock.connect(addr)?;
             sock.set_read_timeout(Some(POLL))?;
