@@ -181,6 +181,9 @@ fn drive(http: u16, console: &Arc<Mutex<Console>>, start: Instant) -> Result<Val
     let noop_vs_remote_bytes = ratio(f("noop_cycles"), f("raw_remote_bytes_cycles"));
     // The no-op calls served on the caller's core, against the same-core raw round trip.
     let fast_vs_local = ratio(f("noop_fast_cycles"), f("raw_local_cycles"));
+    // Medians: robust against the host descheduling QEMU (means are not, on a shared machine).
+    let noop_vs_local_p50 = ratio(f("noop_p50"), f("raw_local_p50"));
+    let noop_vs_local_fpu_p50 = ratio(f("noop_p50"), f("raw_local_fpu_bytes_p50"));
     let trips = f("send_1mib_round_trips");
     Ok(json!({
         "note": "one run under QEMU TCG (-smp 2); wall-clock figures depend on the host's load",
@@ -203,10 +206,14 @@ fn drive(http: u16, console: &Arc<Mutex<Console>>, start: Instant) -> Result<Val
             "noop_vs_raw_local_same_bytes": noop_vs_local_bytes,
             "noop_vs_raw_remote_same_bytes": noop_vs_remote_bytes,
             "noop_same_core_mode_vs_raw_local": fast_vs_local,
+            "noop_p50_vs_raw_local_p50": noop_vs_local_p50,
+            "noop_p50_vs_raw_local_fpu_bytes_p50": noop_vs_local_fpu_p50,
             "send_1mib_round_trips_per_64k": trips.map(|t| t / SEND_TRIPS_TARGET),
         },
         "targets": {
-            "noop_le_2x_raw_ipc": noop_vs_local.map(|r| r <= NOOP_RATIO_TARGET),
+            // Judged on medians: on a shared host a few descheduled calls move a mean by 10x
+            // (seen: raw same-core mean 418k cycles, median 26k), in either direction.
+            "noop_le_2x_raw_ipc": noop_vs_local_p50.map(|r| r <= NOOP_RATIO_TARGET),
             "le_1_round_trip_per_64k": trips.map(|t| t <= SEND_TRIPS_TARGET),
         },
     }))
@@ -391,6 +398,11 @@ fn print_table(v: &Value) {
             "cycles".into(),
         ),
         (
+            "raw IPC same core, bytes, both sides using the FPU",
+            format!("{} (p50 {})", num("/guest/raw_local_fpu_bytes_cycles", 0), num("/guest/raw_local_fpu_bytes_p50", 0)),
+            "cycles".into(),
+        ),
+        (
             "no-op socket call (getsockopt), mean",
             num("/guest/noop_cycles", 0),
             "cycles".into(),
@@ -424,9 +436,19 @@ fn print_table(v: &Value) {
             "cycles".into(),
         ),
         (
-            "no-op / raw same core (target ≤ 2)",
+            "no-op / raw same core, means",
             num("/ratios/noop_vs_raw_local", 2),
+            "".into(),
+        ),
+        (
+            "no-op p50 / raw same core p50 (target ≤ 2)",
+            num("/ratios/noop_p50_vs_raw_local_p50", 2),
             met("/targets/noop_le_2x_raw_ipc").into(),
+        ),
+        (
+            "  medians: no-op p50 / raw same core with FPU p50",
+            num("/ratios/noop_p50_vs_raw_local_fpu_bytes_p50", 2),
+            "".into(),
         ),
         (
             "no-op / raw same core, same bytes",

@@ -4,6 +4,7 @@
 //! 1. raw seL4 IPC: `N` `Call`s to `ipc-echo` (it answers with `ReplyRecv`), one word, on the
 //!    same core (`raw-local`) and on the other core (`raw-remote`); and the same with a byte
 //!    message as long as the encoded no-op socket request (`sel4::bytes`, what libsock sends);
+//!    and, same core, byte messages with both partners using the FPU (`raw-local-fpu`);
 //! 2. a no-op socket call: `N` `getsockopt(SO_RCVBUF)` on a fresh TCP socket through libsock and
 //!    the net server (libsock's round-trip counter must advance by exactly `N`);
 //! 3. a 1 MiB blocking `send` to the http app's `POST /sink` over loopback: the round trips
@@ -86,6 +87,21 @@ fn main(_info: &'static StartInfo) {
         if let Some(r) = raw.get_mut(i) {
             *r = Some(pct(&b, 50));
         }
+    }
+
+    // The same-core raw round trip again, with both partners using the FPU (SSE) per call like
+    // libsock and the net server do: the price of the kernel's lazy FPU switching (a trap on
+    // each side per round trip).
+    if let Some(ep) = sel4_rt::cap::<Endpoint>("raw-local-fpu") {
+        let mut out = [0u8; MAX_MSG];
+        let bytes = req.get(..req_len).unwrap_or(&[]);
+        let mut fpu = |_| {
+            core::hint::black_box([0u64; 4]);
+            ep.call_bytes(bytes, &mut out).is_ok()
+        };
+        let _ = timed(WARMUP, &mut fpu);
+        let t = timed(N, &mut fpu);
+        stats(&mut json, "raw_local_fpu_bytes", &t);
     }
 
     match noop_calls(&client, h) {
