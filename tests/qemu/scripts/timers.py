@@ -329,13 +329,16 @@ def judge(segs, clock, interval_ms, n):
           flush=True)
     if clock.total() < 3 * BOUND * interval:
         fail(f"only {clock.total():.1f} s of load on the wire, too little to judge a {interval_ms} ms timer")
-    # The keep-alive connections: those the guest accepted (SYN-ACK) and never reset or closed
-    # (a connect that arrived before the app listened was refused with a RST: not one of them).
+    # The keep-alive connections: from the guest's last SYN-ACK on a peer port on, never reset
+    # or closed by the guest (a connect that arrived before the app listened was refused with a
+    # RST; slirp may later reuse that port for a connection that is one of them).
     ka = {}  # peer port -> [(t, seq, len, flags)]
     for t, dport, sport, seq, plen, flags in segs:
         if sport == KA_GUEST_PORT:
+            if flags & 0x12 == 0x12:
+                ka[dport] = []
             ka.setdefault(dport, []).append((t, seq, plen, flags))
-    ka = {p: c for p, c in ka.items() if any(f & 0x12 == 0x12 for _, _, _, f in c) and not any(f & 0x05 for _, _, _, f in c)}
+    ka = {p: c for p, c in ka.items() if c[0][3] & 0x12 == 0x12 and not any(f & 0x05 for _, _, _, f in c)}
     if len(ka) < n:
         fail(f"{len(ka)} keep-alive connections in the capture, expected {n}")
 
