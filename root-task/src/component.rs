@@ -1,7 +1,8 @@
 //! Creating a component: its CSpace, VSpace, threads, memory, and its start-up configuration.
 //!
-//! Every component's CNode has 4096 slots, resolved with a 52-bit guard so that capability
-//! pointers are plain slot numbers at depth 64 (as in the root task). Fixed slots:
+//! Every component's CNode has 4096 slots (1024 for a component marked `restart`, see
+//! [`cnode_bits`]), resolved with a guard of the remaining bits so that capability pointers are
+//! plain slot numbers at depth 64 (as in the root task). Fixed slots:
 //!
 //! | slots | what |
 //! |---|---|
@@ -26,8 +27,21 @@ use sysdesc::{CapEntry, CapKind, RegionEntry, StartInfo, ThreadEntry, PAGE_SIZE}
 use crate::objects::{Memory, Object};
 use crate::vspace::VSpace;
 
+/// Slots of a component's CNode (as a power of two). A component marked `restart` gets a
+/// smaller one: the kernel clears every slot of a CNode when it destroys it, and with 4096
+/// slots that was the largest single cost of a teardown (about 1.1 million instructions). Its
+/// 1024 slots hold the fixed layout below and 768 grants or free slots (`StartInfo::free_slots`).
 pub const CNODE_BITS: u64 = 12;
-const CNODE_GUARD: u64 = 64 - CNODE_BITS;
+pub const CNODE_BITS_RESTART: u64 = 10;
+
+/// The CNode size of component `desc`.
+pub fn cnode_bits(desc: &sysdesc::Component) -> u64 {
+    if desc.restart {
+        CNODE_BITS_RESTART
+    } else {
+        CNODE_BITS
+    }
+}
 const SLOT_TCB: u64 = 1;
 const SLOT_CNODE: u64 = 2;
 const SLOT_VSPACE: u64 = 3;
@@ -52,6 +66,7 @@ pub type Result<T> = core::result::Result<T, BuildError>;
 pub struct Component {
     pub name: String,
     pub cnode: Cap<CNode>,
+    cnode_bits: u64,
     pub vspace: VSpace,
     /// Thread 0 is the main thread.
     pub tcbs: Vec<Cap<Tcb>>,
@@ -71,7 +86,7 @@ pub struct Component {
 /// paging structures, TCBs, stacks, IPC buffers, heap, start-up page and loaded ELF, with slack.
 pub fn pool_bits(desc: &sysdesc::Component, elf: &[u8]) -> u64 {
     let page = PAGE_SIZE;
-    let mut bytes = (1u64 << (CNODE_BITS + sel4::size_bits::SLOT)) + 2 * page + sysdesc::START_INFO_SIZE;
+    let mut bytes = (1u64 << (cnode_bits(desc) + sel4::size_bits::SLOT)) + 2 * page + sysdesc::START_INFO_SIZE;
     let threads = 1 + desc.threads.len() as u64;
     bytes += threads * (2048 + 2 * page + 64) + desc.stack_size;
     bytes += desc.threads.iter().map(|t| t.stack_size).sum::<u64>();
@@ -154,13 +169,16 @@ impl Component {
         }
         // The heap's 2 MiB pages first, where the fresh pool is aligned for them.
         let heap = HeapFrames::alloc(mem, desc.heap_size)?;
-        let cnode_obj = mem.alloc_cnode(CNODE_BITS)?;
+        let bits = cnode_bits(desc);
+        let (depth, guard) = (bits as u8, CapData::guard(0, 64 - bits));
+        let cnode_obj = mem.alloc_cnode(bits)?;
         let cnode: Cap<CNode> = cnode_obj.cap();
         let pml4 = mem.alloc_fixed(ObjectType::X64Pml4)?;
         init::ASID_POOL.assign(pml4.cap::<X64Pml4>().upcast())?;
         let mut c = Component {
             name: desc.name.clone(),
             cnode,
+            cnode_bits: bits,
             vspace: VSpace::new(pml4.cap()),
             tcbs: Vec::new(),
             thread_names: Vec::new(),
@@ -171,7 +189,7 @@ impl Component {
                 name: desc.name.clone(),
                 id: index as u16,
                 cnode: SLOT_CNODE,
-                cnode_size_bits: CNODE_BITS as u8,
+                cnode_size_bits: depth,
                 vspace: SLOT_VSPACE,
                 tcb: SLOT_TCB,
                 wake: SLOT_WAKE,
@@ -195,8 +213,8 @@ impl Component {
             running_since: 0,
         };
         // The CNode and VSpace, reachable from inside at depth 64.
-        cnode.mint(SLOT_CNODE, CNODE_BITS as u8, init::CNODE, cnode_obj.slot, 64, CapRights::ALL, CapData::guard(0, CNODE_GUARD))?;
-        cnode.copy(SLOT_VSPACE, CNODE_BITS as u8, init::CNODE, pml4.slot, 64, CapRights::ALL)?;
+        cnode.mint(SLOT_CNODE, depth, init::CNODE, cnode_obj.slot, 64, CapRights::ALL, guard)?;
+        cnode.copy(SLOT_VSPACE, depth, init::CNODE, pml4.slot, 64, CapRights::ALL)?;
 
         c.entry = c.load_elf(elf, mem, window)?;
 
@@ -210,10 +228,10 @@ impl Component {
             let i64_ = i as u64;
             // Fault endpoint, badged with (component, thread).
             let badge = CapData::badge(fault_badge(index, i)).ok_or(BuildError("too many components".into()))?;
-            cnode.mint(SLOT_FAULT + i64_, CNODE_BITS as u8, init::CNODE, fault_ep, 64, CapRights::ALL, badge)?;
+            cnode.mint(SLOT_FAULT + i64_, depth, init::CNODE, fault_ep, 64, CapRights::ALL, badge)?;
             // Own notification.
             let wake = mem.alloc_fixed(ObjectType::Notification)?;
-            cnode.copy(SLOT_WAKE + i64_, CNODE_BITS as u8, init::CNODE, wake.slot, 64, CapRights::ALL)?;
+            cnode.copy(SLOT_WAKE + i64_, depth, init::CNODE, wake.slot, 64, CapRights::ALL)?;
             // Stack below its slot's top, guard page under it.
             let top = sysdesc::STACK_BASE + (i64_ + 1) * sysdesc::STACK_SLOT;
             c.map_fresh(mem, top - stack, *stack, true)?;
@@ -226,7 +244,7 @@ impl Component {
                 SLOT_FAULT + i64_,
                 PrioProps::new(*prio, *prio),
                 cnode,
-                CapData::guard(0, CNODE_GUARD),
+                guard,
                 c.vspace.root.cast(),
                 CapData::NONE,
                 ipc_vaddr,
@@ -238,9 +256,9 @@ impl Component {
                 tcb.set_core(*core as u64)?;
             }
             sel4::syscall::debug_name_thread(tcb.cptr(), &format!("{}:{name}", desc.name));
-            cnode.copy(SLOT_THREAD_TCB + i64_, CNODE_BITS as u8, init::CNODE, tcb_obj.slot, 64, CapRights::ALL)?;
+            cnode.copy(SLOT_THREAD_TCB + i64_, depth, init::CNODE, tcb_obj.slot, 64, CapRights::ALL)?;
             if i == 0 {
-                cnode.copy(SLOT_TCB, CNODE_BITS as u8, init::CNODE, tcb_obj.slot, 64, CapRights::ALL)?;
+                cnode.copy(SLOT_TCB, depth, init::CNODE, tcb_obj.slot, 64, CapRights::ALL)?;
             } else {
                 c.info.threads.push(ThreadEntry {
                     name: name.clone(),
@@ -322,7 +340,7 @@ impl Component {
     }
 
     fn take_slot(&mut self) -> Result<u64> {
-        if self.next_slot >= 1 << CNODE_BITS {
+        if self.next_slot >= 1 << self.cnode_bits {
             return Err(BuildError(format!("component `{}` has no CNode slots left", self.name)));
         }
         self.next_slot += 1;
@@ -333,7 +351,7 @@ impl Component {
     /// `badge` is not zero.
     pub fn grant(&mut self, name: &str, kind: CapKind, root_slot: u64, rights: CapRights, data: CapData, badge: u64) -> Result<u64> {
         let slot = self.take_slot()?;
-        self.cnode.mint(slot, CNODE_BITS as u8, init::CNODE, root_slot, 64, rights, data)?;
+        self.cnode.mint(slot, self.cnode_bits as u8, init::CNODE, root_slot, 64, rights, data)?;
         self.info.caps.push(CapEntry { name: name.to_string(), kind, slot, badge });
         Ok(slot)
     }
@@ -381,7 +399,7 @@ impl Component {
 
     /// Writes the start-up configuration and starts the main thread.
     pub fn start(&mut self, mem: &mut Memory, window: &mut FrameWindow) -> Result<()> {
-        self.info.free_slots = (self.next_slot, 1 << CNODE_BITS);
+        self.info.free_slots = (self.next_slot, 1 << self.cnode_bits);
         let page = self.info.to_page().map_err(|e| BuildError(format!("{}: {e}", self.name)))?;
         let frames = mem.alloc_many(ObjectType::X86Page4K, 0, sel4::size_bits::PAGE, sysdesc::START_INFO_SIZE / PAGE_SIZE)?;
         for (i, &f) in frames.iter().enumerate() {
