@@ -82,20 +82,23 @@ impl<R: RawLock> Server<R> {
         holder: &Arc<dyn Signal>,
         may_hold: bool,
     ) -> Answer<R> {
-        if may_hold {
-            if let Ok((epoch, Request::Send { handle, buf, flags, to })) = codec::decode_request(request) {
-                if flags.contains(MsgFlags::HOLD)
-                    && !flags.contains(MsgFlags::DONTWAIT)
-                    && flags.is_known()
-                    && epoch == self.inner.cfg.epoch
-                {
-                    if let Some(answer) = self.try_hold(client, handle, buf, to, response, holder) {
-                        return answer;
-                    }
+        // Decoded once here (a malformed request takes `handle`'s path: counted, `EBADMSG`).
+        let Ok((epoch, req)) = codec::decode_request(request) else {
+            return Answer::Reply(self.handle(client, request, response));
+        };
+        if let Request::Send { handle, buf, flags, to } = req {
+            if may_hold
+                && flags.contains(MsgFlags::HOLD)
+                && !flags.contains(MsgFlags::DONTWAIT)
+                && flags.is_known()
+                && epoch == self.inner.cfg.epoch
+            {
+                if let Some(answer) = self.try_hold(client, handle, buf, to, response, holder) {
+                    return answer;
                 }
             }
         }
-        Answer::Reply(self.handle(client, request, response))
+        Answer::Reply(encode(&self.dispatch(client, epoch, req), response))
     }
 
     /// `None`: not a case for holding (not a stream socket, bad handle or descriptor): the

@@ -205,3 +205,22 @@ fn a_dead_client_s_held_send_ends_and_its_successor_is_untouched() {
     assert_eq!(held.taken(), taken, "no byte of the dead client's call went anywhere after its death");
     drop(s);
 }
+
+#[test]
+fn other_requests_get_the_same_answers_as_through_handle() {
+    let (_n, raw, h, _s) = pair(5005);
+    let holder: Arc<dyn Signal> = Arc::new(Count::default());
+    let ask = |bytes: &[u8]| {
+        let (mut a, mut b) = ([0u8; MAX_MSG], [0u8; MAX_MSG]);
+        let n = raw.server.handle(raw.id, bytes, &mut a);
+        let Answer::Reply(m) = raw.server.handle_holding(raw.id, bytes, &mut b, &holder, true) else { panic!("held") };
+        assert_eq!(a[..n], b[..m]);
+        answer(&b, m)
+    };
+    let opt = ask(&raw.encode(&Request::GetSockOpt { handle: h, opt: libsock::net_api::SockOpt::RcvBuf }));
+    assert!(matches!(opt, Response::SockOpt(_)));
+    assert_eq!(ask(&[0xff, 0xff, 0xff]), Response::Error(Errno::EBADMSG));
+    let mut stale = raw.encode(&Request::Close { handle: h });
+    stale[0] ^= 1; // another epoch
+    assert!(matches!(ask(&stale), Response::Error(_)));
+}
