@@ -42,7 +42,7 @@ GUEST = bytes([10, 0, 2, 15])
 KA_GUEST_PORT = 9100
 HTTP_GUEST_PORT = 80
 BOUND = 3  # intervals
-STALL = 0.25  # s: a pause of the load longer than this: nothing from the guest reached the capture
+STALL = 0.25  # s: a pause of the load longer than this: the link was not saturated then
 LIMIT = 120  # s: most real time spent loading
 
 
@@ -200,12 +200,12 @@ def guest_tcp(t, f):
 
 class LoadClock:
     """The load's clock: capture time during which the guest was sending the load (its data
-    segments from port 80). A pause of the load longer than STALL means nothing from the guest
-    reached the capture (without -icount: QEMU descheduled on a busy host, when the saturating
-    flow and every keep-alive stopped and resumed together; with -icount the guest's clock stops
-    with the guest, and only QEMU's network thread can still be held up); no timer can be judged
-    then, so only STALL of each such pause counts, and the pauses are printed. A starved timer
-    does not pause the load: its late probes are measured in full."""
+    segments from port 80). A pause of the load longer than STALL is time during which the link
+    was not saturated (the guest sent no load: on this system, a load steered to worker 1 stalls
+    again and again; without -icount, also QEMU descheduled on a busy host), which the claim
+    "timers fire while another connection saturates the link" does not cover: only STALL of each
+    such pause counts, and the pauses are printed. A starved timer does not pause the load: its
+    late probes are measured in full."""
 
     def __init__(self):
         self.t = []
