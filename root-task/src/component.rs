@@ -165,7 +165,9 @@ impl Component {
     ) -> Result<Component> {
         if desc.restart {
             // Zeroed memory ready for the next instance (see `Memory::reset_pool`).
-            mem.add_spare()?;
+            if let Err(e) = mem.add_spare() {
+                sel4_rt::println!("{}: no spare memory for fast restarts ({e}); restarts wait for zeroing", desc.name);
+            }
         }
         // The heap's 2 MiB pages first, where the fresh pool is aligned for them.
         let heap = HeapFrames::alloc(mem, desc.heap_size)?;
@@ -425,7 +427,10 @@ impl Component {
         // nothing: it runs on another core meanwhile. Otherwise it waits for `Memory::scrub`
         // from the supervisor's idle time (or the next teardown, which then pays for it).
         if !self.shares_root_core && mem.needs_scrub() {
-            mem.scrub()?;
+            if let Err(e) = mem.scrub() {
+                // Harmless: a dirty spare is zeroed by the kernel when it is next used.
+                sel4_rt::println!("{}: zeroing a spare failed ({e}); the next restart will", self.name);
+            }
         }
         Ok(())
     }

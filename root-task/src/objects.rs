@@ -183,6 +183,8 @@ struct ComponentPool {
     copies: Vec<u64>,
     /// After the last teardown: the global generation and the root-CNode slots in use.
     after_reset: Option<(u64, u64)>,
+    /// Whether a spare was asked for (once, at the first build).
+    spare_tried: bool,
 }
 
 impl Memory {
@@ -204,7 +206,7 @@ impl Memory {
     /// Carves a private pool of `2^bits` bytes; returns its number.
     pub fn new_pool(&mut self, bits: u64) -> Result<usize, Error> {
         let live = self.carve(bits)?;
-        self.pools.push(ComponentPool { live, spare: None, objects: Vec::new(), vspaces: Vec::new(), copies: Vec::new(), after_reset: None });
+        self.pools.push(ComponentPool { live, spare: None, objects: Vec::new(), vspaces: Vec::new(), copies: Vec::new(), after_reset: None, spare_tried: false });
         Ok(self.pools.len() - 1)
     }
 
@@ -216,12 +218,14 @@ impl Memory {
         Ok(Half { pool: Pool { cap: ut.cap(), paddr: ut.paddr, size_bits: bits as u8, used: 0 }, slot: ut.slot, dirty: false })
     }
 
-    /// Gives the active pool a spare of its size, from global memory, unless it has one.
+    /// Gives the active pool a spare of its size, from global memory, unless it has one or
+    /// an earlier attempt failed (then it works without: each rebuild waits for the zeroing).
     pub fn add_spare(&mut self) -> Result<(), Error> {
         let Some(p) = self.active else { return Err(Error::InvalidArgument) };
-        if self.pools[p].spare.is_some() {
+        if self.pools[p].spare.is_some() || self.pools[p].spare_tried {
             return Ok(());
         }
+        self.pools[p].spare_tried = true;
         let spare = self.carve(self.pools[p].live.pool.size_bits as u64)?;
         self.pools[p].spare = Some(spare);
         Ok(())
