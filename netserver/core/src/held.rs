@@ -134,6 +134,20 @@ impl<R: RawLock> Server<R> {
         }
     }
 
+    /// Answers a held call now, for a transport that cannot keep it after all (say, saving the
+    /// caller's reply capability failed): `Sent` with the bytes taken so far, or — none taken —
+    /// `EAGAIN` with the *client's* wake-up armed, as an ordinary blocking send gets it. Returns
+    /// the answer's length in `response`.
+    pub fn give_back(&self, held: HeldSend<R>, response: &mut [u8]) -> usize {
+        if held.taken > 0 {
+            return encode(&Response::Sent { len: held.taken as u32 }, response);
+        }
+        if held.sock.wake.arm(OUT, &held.client.signal) != 0 {
+            held.client.signal.signal();
+        }
+        encode(&Response::Error(Errno::EAGAIN), response)
+    }
+
     fn step(&self, held: &mut HeldSend<R>, holder: &Arc<dyn Signal>) -> Step {
         let len = held.buf.len as usize;
         loop {

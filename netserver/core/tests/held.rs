@@ -224,3 +224,20 @@ fn other_requests_get_the_same_answers_as_through_handle() {
     stale[0] ^= 1; // another epoch
     assert!(matches!(ask(&stale), Response::Error(_)));
 }
+
+#[test]
+fn a_call_given_back_is_answered_like_an_ordinary_send() {
+    let (_n, raw, h, s) = pair(5006);
+    let holder: Arc<dyn Signal> = Arc::new(Count::default());
+    assert!(matches!(raw.send_slot(h, 1, MsgFlags::HOLD, &holder), Answer::Reply(_)));
+    let Answer::Hold(held) = raw.send_slot(h, 2, MsgFlags::HOLD, &holder) else { panic!("not held") };
+    let taken = held.taken();
+    let mut out = [0u8; MAX_MSG];
+    let n = raw.server.give_back(held, &mut out);
+    if taken > 0 {
+        assert_eq!(answer(&out, n), Response::Sent { len: taken as u32 });
+    } else {
+        assert_eq!(answer(&out, n), Response::Error(Errno::EAGAIN));
+    }
+    drop(s);
+}

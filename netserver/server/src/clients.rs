@@ -223,19 +223,32 @@ pub fn serve(
             }
             Answer::Hold(call) => {
                 // `may_hold` was true only with `holding` and a free slot.
-                let (Some(h), Some(slot)) = (&holding, free.pop()) else {
-                    (badge, info, mr) = endpoint.recv();
-                    continue;
+                let saved = match (&holding, free.pop()) {
+                    (Some(h), Some(slot)) => match h.cnode.save_caller(slot, 64) {
+                        Ok(()) => Ok(slot),
+                        Err(e) => {
+                            free.push(slot);
+                            Err(e)
+                        }
+                    },
+                    _ => Err(sel4::Error::NotEnoughMemory),
                 };
-                match h.cnode.save_caller(slot, 64) {
-                    Ok(()) => held.push((slot, call)),
+                match saved {
+                    Ok(slot) => {
+                        held.push((slot, call));
+                        (badge, info, mr) = endpoint.recv();
+                    }
                     Err(e) => {
-                        // The caller stays blocked until its sockets close; report it.
-                        println!("client {}: cannot save the caller ({e:?}); its send is dropped", call.client());
-                        free.push(slot);
+                        // Answer now, as without holding (the implicit reply capability is
+                        // still there).
+                        println!("client {}: cannot hold its send ({e:?}); answered at once", call.client());
+                        let len = server.give_back(call, &mut response);
+                        match endpoint.reply_recv_bytes(response.get(..len).unwrap_or(&[])) {
+                            Ok((b, i, m)) => (badge, info, mr) = (b, i, m),
+                            Err(_) => (badge, info, mr) = endpoint.recv(),
+                        }
                     }
                 }
-                (badge, info, mr) = endpoint.recv();
             }
         }
     }
