@@ -206,7 +206,7 @@ impl Component {
                 num_nodes,
                 exit: SLOT_FAULT,
                 config: desc.config.clone(),
-                console: false,
+                console: None,
                 health: false,
             },
             alive: false,
@@ -390,12 +390,15 @@ impl Component {
         Ok(base)
     }
 
-    /// Maps the system-wide console page (whose word 0 serialises lines across components).
-    pub fn map_console(&mut self, mem: &mut Memory, console: &Object) -> Result<()> {
+    /// Maps the system-wide console page (whose word 0 serialises lines across components)
+    /// and gives the notification its lock's waiters block on.
+    pub fn map_console(&mut self, mem: &mut Memory, console: &Object, wake: &Object) -> Result<()> {
         let copy = mem.slot()?;
         init::CNODE.copy(copy, 64, init::CNODE, console.slot, 64, CapRights::ALL)?;
         self.vspace.map(mem, Cap::from_cptr(copy), sysdesc::CONSOLE_VADDR, CapRights::READ_WRITE, VmAttributes::DEFAULT)?;
-        self.info.console = true;
+        let slot = self.take_slot()?;
+        self.cnode.copy(slot, self.cnode_bits as u8, init::CNODE, wake.slot, 64, CapRights::ALL)?;
+        self.info.console = Some(slot);
         Ok(())
     }
 

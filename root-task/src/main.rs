@@ -43,6 +43,7 @@ struct Supervisor<'a> {
     window: FrameWindow,
     objects: Objects,
     console: objects::Object,
+    console_wake: objects::Object,
     fault_ep: u64,
     num_nodes: u64,
     tsc_mhz: u64,
@@ -56,6 +57,21 @@ struct Supervisor<'a> {
     beats: Vec<Option<Heartbeat>>,
     /// Faults injected so far (the control channel's sequence numbers).
     injections: u64,
+    /// Restarts torn down but backing off: built on the first clock tick after they are due.
+    backing_off: Vec<PendingRestart>,
+}
+
+/// A restart between teardown and build.
+struct PendingRestart {
+    ci: usize,
+    record: Record,
+    /// When the supervisor noticed the death, when teardown began and ended (TSC).
+    detected: u64,
+    started: u64,
+    ended: u64,
+    stats: objects::Teardown,
+    /// Build no earlier than this (TSC).
+    due: u64,
 }
 
 struct Slot {
@@ -92,6 +108,9 @@ fn main(bi: &BootInfo<'static>) -> ! {
     let objects = Objects::create(&image.system, &mut mem).unwrap_or_else(|e| halt_build("shared objects", e));
     // The console page: its lock keeps lines printed at once on different cores whole.
     let console = mem.alloc_fixed(ObjectType::X86Page4K).unwrap_or_else(|e| halt_err("creating the console page", e));
+    // ... and the notification its waiters block on (the root task only signals it).
+    let console_wake = mem.alloc_fixed(ObjectType::Notification).unwrap_or_else(|e| halt_err("creating the console notification", e));
+    sel4_rt::log::set_console_wake(console_wake.slot);
     {
         let copy = mem.slot().unwrap_or_else(|e| halt_err("console page", e));
         let _ = init::CNODE.copy(copy, 64, init::CNODE, console.slot, 64, sel4::CapRights::ALL);
@@ -104,7 +123,8 @@ fn main(bi: &BootInfo<'static>) -> ! {
     if let Err(e) = init::TCB.bind_notification(Cap::from_cptr(objects.supervisor)) {
         halt_err("binding the supervisor's notification", e);
     }
-    let wants_clock = image.system.supervisor.control_serial || image.system.components.iter().any(|c| c.heartbeat.is_some());
+    // The clock also paces restarts that back off.
+    let wants_clock = image.system.supervisor.control_serial || image.system.components.iter().any(|c| c.heartbeat.is_some() || c.restart);
     let clock = if wants_clock {
         // The vector after the ones the description's interrupts use.
         match Clock::start(&mut mem, objects.supervisor, image.system.irqs.len() as u64) {
@@ -132,6 +152,7 @@ fn main(bi: &BootInfo<'static>) -> ! {
         window,
         objects,
         console,
+        console_wake,
         fault_ep: fault_ep.slot,
         num_nodes: bi.num_nodes(),
         tsc_mhz: bi.tsc_mhz(),
@@ -141,6 +162,7 @@ fn main(bi: &BootInfo<'static>) -> ! {
         control,
         beats,
         injections: 0,
+        backing_off: Vec::new(),
     };
     for index in 0..sup.image.system.components.len() {
         let desc = &sup.image.system.components[index];
@@ -182,7 +204,7 @@ impl Supervisor<'_> {
         self.mem.enter(self.slots[index].pool);
         let result = Component::create(desc, index, elf, &mut self.mem, &mut self.window, self.fault_ep, self.num_nodes, self.tsc_mhz)
             .and_then(|mut c| grants::grant_to(&mut c, &self.image.system, &self.objects, &mut self.mem).map(|()| c))
-            .and_then(|mut c| c.map_console(&mut self.mem, &self.console).map(|()| c));
+            .and_then(|mut c| c.map_console(&mut self.mem, &self.console, &self.console_wake).map(|()| c));
         self.mem.leave();
         result
     }
@@ -192,6 +214,7 @@ impl Supervisor<'_> {
     /// control channel.
     fn supervise(&mut self, fault_ep: Cap<Endpoint>) -> ! {
         loop {
+            sel4_rt::log::flush_deferred();
             let (badge, info, regs) = fault_ep.recv();
             if badge & watch::NOTIFY != 0 {
                 self.on_signal(badge);
@@ -213,6 +236,7 @@ impl Supervisor<'_> {
             if info.label() == sel4_rt::EXIT_LABEL {
                 println!("component `{}` exited", c.name);
                 c.stop();
+                sel4_rt::log::release_if_held_by(ci as u16);
                 self.beats[ci] = None;
                 self.announce_death(ci);
                 continue;
@@ -238,6 +262,12 @@ impl Supervisor<'_> {
         }
         if let Some(clock) = &self.clock {
             clock.ack();
+        }
+        let now = sel4_rt::rdtsc();
+        let (due, waiting): (Vec<PendingRestart>, Vec<PendingRestart>) = self.backing_off.drain(..).partition(|t| now.wrapping_sub(t.due) as i64 >= 0);
+        self.backing_off = waiting;
+        for t in due {
+            self.rebuild(t);
         }
         if let Some(mut control) = self.control.take() {
             control.poll(|line| self.command(line));
@@ -317,6 +347,8 @@ impl Supervisor<'_> {
     fn died(&mut self, ci: usize, what: &str, short: &'static str) {
         let detected = sel4_rt::rdtsc();
         self.components[ci].stop();
+        // Mid-line, it may hold the console lock everyone else waits for.
+        sel4_rt::log::release_if_held_by(ci as u16);
         self.beats[ci] = None;
         // What the dead instance left in its health page: an injected fault it committed, and
         // the PCI function it drove.
@@ -412,9 +444,21 @@ impl Supervisor<'_> {
             }
         };
         let t_down = sel4_rt::rdtsc();
-        if delay > 0 {
-            wait_ms(delay, mhz);
+        let torn = PendingRestart { ci, record, detected: now, started: t_down0, ended: t_down, stats: down, due: t_down + delay * 1000 * mhz };
+        if delay > 0 && self.clock.is_some() {
+            // Blocked meanwhile, so everyone else runs; the clock's ticks bring it back.
+            self.backing_off.push(torn);
+        } else {
+            self.rebuild(torn);
         }
+    }
+
+    /// Builds and starts a fresh instance after a teardown; reports and logs the restart.
+    fn rebuild(&mut self, torn: PendingRestart) {
+        let PendingRestart { ci, mut record, detected: now, started: t_down0, ended: t_down, stats: down, .. } = torn;
+        let mhz = self.tsc_mhz.max(1);
+        let (name, restarts, fault_tsc) = (self.components[ci].name.clone(), record.restart, record.fault_tsc);
+        let cause = String::from(record.cause_str());
         self.prepare_health(ci);
         let t_build = sel4_rt::rdtsc();
         self.mem.prof.retype_max_cycles = 0;
@@ -484,17 +528,6 @@ impl Supervisor<'_> {
             watch::set_word(page, 0, n + 1);
         });
     }
-}
-
-/// Waits about `ms` milliseconds without holding the CPU: the root task drops to the lowest
-/// priority meanwhile, so it only runs when nothing else wants to.
-fn wait_ms(ms: u64, mhz: u64) {
-    let start = sel4_rt::rdtsc();
-    let _ = init::TCB.set_priority(1);
-    while sel4_rt::rdtsc().wrapping_sub(start) < ms * 1000 * mhz {
-        sel4::syscall::yield_now();
-    }
-    let _ = init::TCB.set_priority(255);
 }
 
 fn halt_build(what: &str, e: BuildError) -> ! {

@@ -259,7 +259,7 @@ impl<'a> DriverSide<'a> {
         let e = self.ends()?;
         if variant % 2 == 0 {
             e.rx_used.push(Desc::new(u32::MAX - 0xFFF, 1514, 0xFFFF_FFF0, 0))?;
-            e.rx_used.publish()?;
+            let _ = e.rx_used.publish()?;
         } else {
             e.rx_used.ring().scribble_producer_index(3 * RING_CAP as u32 + 7);
         }

@@ -2,60 +2,181 @@
 //! component's name.
 
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::sync::Mutex;
 
 /// Serialises the threads of this component.
 static CONSOLE: Mutex<()> = Mutex::new(());
 
-/// Whether the system-wide console page (see [`sysdesc::CONSOLE_VADDR`]) is mapped here.
-static SHARED_LOCK: AtomicBool = AtomicBool::new(false);
+/// The system-wide console lock's wake-up notification, once the console page is mapped here
+/// (0: not mapped, or the root task, which never blocks on it).
+static SHARED: AtomicU64 = AtomicU64::new(NOT_MAPPED);
+const NOT_MAPPED: u64 = u64::MAX;
 
-/// Marks the system-wide console page as mapped (the root task maps it into every component
-/// and says so in the start-up configuration).
-pub(crate) fn enable_shared_lock() {
-    SHARED_LOCK.store(true, Ordering::SeqCst);
+/// Starts using the system-wide console page (see [`sysdesc::CONSOLE_VADDR`]) and its lock,
+/// blocking on `wake` when the lock is taken.
+pub(crate) fn enable_shared_lock(wake: u64) {
+    SHARED.store(wake, Ordering::SeqCst);
 }
 
 /// Maps `frame` as the console page at [`sysdesc::CONSOLE_VADDR`] in `vspace` (the caller's
 /// own) and starts using its lock. For the root task, which maps the page for everyone else.
 pub fn map_console_page(frame: sel4::Cap<sel4::X86Page>, vspace: sel4::Cap<sel4::X64Pml4>) -> Result<(), sel4::Error> {
     frame.map(vspace.upcast(), sysdesc::CONSOLE_VADDR, sel4::CapRights::READ_WRITE, sel4::VmAttributes::DEFAULT)?;
-    enable_shared_lock();
+    enable_shared_lock(0);
     Ok(())
 }
 
-/// Serialises whole lines across components and cores through word 0 of the console page.
-/// Only ever held for the few microseconds a line takes to print, and given up after a bounded
-/// spin (a holder preempted by a higher-priority thread on its core must not stall the
-/// printer forever): a rare interleaved line is better than a stuck system.
+/// The lock word's owner for the root task (components use their id + 1).
+const ROOT_OWNER: u64 = 0xFFFF;
+/// Set in the lock word when someone blocked waiting for it: the holder signals on release.
+const CONTENDED: u64 = 1;
+const SPINS: u32 = 2_000;
+
+fn lock_word() -> &'static AtomicU64 {
+    // SAFETY: the root task maps the console page read-write at CONSOLE_VADDR in every
+    // component (and itself) before the shared lock is enabled; the word is 8-aligned and
+    // only ever accessed atomically.
+    unsafe { &*(sysdesc::CONSOLE_VADDR as *const AtomicU64) }
+}
+
+fn owner_id() -> u64 {
+    if cfg!(feature = "root-task") {
+        ROOT_OWNER
+    } else {
+        crate::start_info().map_or(ROOT_OWNER - 1, |i| i.id as u64 + 1)
+    }
+}
+
+/// Serialises whole lines across components and cores through word 0 of the console page:
+/// `owner << 1 | CONTENDED`, 0 when free. Threads of different priorities share it, so a
+/// component that cannot take it soon blocks on the shared console notification (spinning
+/// would starve a lower-priority holder on the same core); the holder signals it on release
+/// when the word says someone waits. The root task never blocks on it (a holder could be
+/// starved by a hung component that only the root task can restart): it defers its line
+/// instead ([`flush_deferred`]). A component that dies holding the lock is released by the
+/// root task ([`release_if_held_by`]).
 struct SharedLine(Option<&'static AtomicU64>);
 
 impl SharedLine {
-    fn take() -> SharedLine {
-        if !SHARED_LOCK.load(Ordering::SeqCst) {
-            return SharedLine(None);
+    /// Takes the lock; `None` when there is no console page or (the root task) it is taken.
+    fn take() -> Option<SharedLine> {
+        let wake = SHARED.load(Ordering::SeqCst);
+        if wake == NOT_MAPPED {
+            return Some(SharedLine(None));
         }
-        // SAFETY: the root task maps the console page read-write at CONSOLE_VADDR in every
-        // component (and itself) before `enable_shared_lock` is called; the word is 8-aligned
-        // and only ever accessed atomically.
-        let word = unsafe { &*(sysdesc::CONSOLE_VADDR as *const AtomicU64) };
-        for _ in 0..200_000 {
-            if word.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                return SharedLine(Some(word));
+        let word = lock_word();
+        let me = owner_id() << 1;
+        for _ in 0..SPINS {
+            if word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                return Some(SharedLine(Some(word)));
             }
             core::hint::spin_loop();
         }
-        SharedLine(None)
+        if wake == 0 {
+            return None;
+        }
+        loop {
+            let cur = word.load(Ordering::Acquire);
+            if cur == 0 {
+                // Whoever else waits stays known: take it marked contended.
+                if word.compare_exchange(0, me | CONTENDED, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                    return Some(SharedLine(Some(word)));
+                }
+                continue;
+            }
+            if cur & CONTENDED == 0 && word.compare_exchange(cur, cur | CONTENDED, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+                continue;
+            }
+            // Sticky: a release between the marking and this wait makes it return at once.
+            sel4::Cap::<sel4::Notification>::from_cptr(wake).wait();
+        }
     }
 }
 
 impl Drop for SharedLine {
     fn drop(&mut self) {
         if let Some(word) = self.0 {
-            word.store(0, Ordering::Release);
+            release(word);
         }
+    }
+}
+
+fn release(word: &AtomicU64) {
+    if word.swap(0, Ordering::Release) & CONTENDED != 0 {
+        signal_waiters();
+    }
+}
+
+fn signal_waiters() {
+    #[cfg(feature = "root-task")]
+    if let Some(wake) = ROOT_CONSOLE_WAKE.get() {
+        sel4::Cap::<sel4::Notification>::from_cptr(*wake).signal();
+        return;
+    }
+    let wake = SHARED.load(Ordering::SeqCst);
+    if wake != 0 && wake != NOT_MAPPED {
+        sel4::Cap::<sel4::Notification>::from_cptr(wake).signal();
+    }
+}
+
+/// The root task's copy of the console notification, which it only signals.
+#[cfg(feature = "root-task")]
+static ROOT_CONSOLE_WAKE: spin::Once<u64> = spin::Once::new();
+
+/// Tells the root task's runtime the console notification it signals when it releases the
+/// lock to a waiter (or frees a dead holder's).
+#[cfg(feature = "root-task")]
+pub fn set_console_wake(wake: u64) {
+    ROOT_CONSOLE_WAKE.call_once(|| wake);
+}
+
+/// Frees the console lock if component `id` (as in its start-up configuration) holds it:
+/// for the root task, when that component faults or is torn down mid-line.
+#[cfg(feature = "root-task")]
+pub fn release_if_held_by(id: u16) {
+    if SHARED.load(Ordering::SeqCst) == NOT_MAPPED {
+        return;
+    }
+    let word = lock_word();
+    let cur = word.load(Ordering::Acquire);
+    if cur >> 1 == id as u64 + 1 && word.compare_exchange(cur, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+        // Wake a waiter even when none was marked: cheap, and a spurious wake only re-checks.
+        signal_waiters();
+    }
+}
+
+/// Lines the root task could not print at once (the lock was held), printed by
+/// [`flush_deferred`] in their order.
+#[cfg(feature = "root-task")]
+static DEFERRED: spin::Mutex<Deferred> = spin::Mutex::new(Deferred { buf: [0; 16384], len: 0, lost: 0 });
+
+#[cfg(feature = "root-task")]
+struct Deferred {
+    buf: [u8; 16384],
+    len: usize,
+    lost: u64,
+}
+
+/// Prints the root task's deferred lines if the console lock can be had now. The root task
+/// calls it each time it wakes.
+#[cfg(feature = "root-task")]
+pub fn flush_deferred() {
+    let mut d = DEFERRED.lock();
+    if d.len == 0 && d.lost == 0 {
+        return;
+    }
+    let Some(_shared) = SharedLine::take() else { return };
+    for &b in &d.buf[..d.len] {
+        sel4::syscall::debug_put_char(b);
+    }
+    d.len = 0;
+    if d.lost > 0 {
+        let mut line = Line::<256>::new(false);
+        let _ = writeln!(line, "[{}] ({} console lines lost while the console was busy)", crate::name(), d.lost);
+        line.flush();
+        d.lost = 0;
     }
 }
 
@@ -66,12 +187,22 @@ pub fn write_str(s: &str) {
     }
 }
 
-struct Line {
-    buf: [u8; 256],
+/// A line being formatted. Components print it in pieces when it outgrows the buffer (they hold
+/// the console lock meanwhile); the root task formats before it knows whether it may print, so
+/// it cuts the line instead.
+struct Line<const N: usize> {
+    buf: [u8; N],
     len: usize,
+    cut: bool,
 }
 
-impl Line {
+impl<const N: usize> Line<N> {
+    const fn new(cut: bool) -> Self {
+        Line { buf: [0; N], len: 0, cut }
+    }
+}
+
+impl<const N: usize> Line<N> {
     fn flush(&mut self) {
         for &b in &self.buf[..self.len] {
             sel4::syscall::debug_put_char(b);
@@ -80,10 +211,14 @@ impl Line {
     }
 }
 
-impl Write for Line {
+impl<const N: usize> Write for Line<N> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         for &b in s.as_bytes() {
-            if self.len == self.buf.len() {
+            if self.len == N {
+                if self.cut {
+                    self.buf[N - 1] = b'\n';
+                    return Err(fmt::Error);
+                }
                 self.flush();
             }
             self.buf[self.len] = b;
@@ -96,10 +231,35 @@ impl Write for Line {
 /// Prints `[name] <args>\n` as one unit.
 pub fn print_line(args: fmt::Arguments<'_>) {
     let _guard = CONSOLE.lock();
-    let _shared = SharedLine::take();
-    let mut line = Line { buf: [0; 256], len: 0 };
-    let _ = writeln!(line, "[{}] {}", crate::name(), args);
-    line.flush();
+    #[cfg(feature = "root-task")]
+    {
+        let mut line = Line::<1024>::new(true);
+        let _ = writeln!(line, "[{}] {}", crate::name(), args);
+        let mut d = DEFERRED.lock();
+        let shared = if d.len == 0 { SharedLine::take() } else { None };
+        if shared.is_none() {
+            // Taken (or earlier lines still wait): keep the order, print later.
+            if d.len + line.len <= d.buf.len() {
+                let at = d.len;
+                d.buf[at..at + line.len].copy_from_slice(&line.buf[..line.len]);
+                d.len += line.len;
+            } else {
+                d.lost += 1;
+            }
+            drop(d);
+            flush_deferred();
+            return;
+        }
+        line.flush();
+        return;
+    }
+    #[allow(unreachable_code)]
+    {
+        let _shared = SharedLine::take();
+        let mut line = Line::<256>::new(false);
+        let _ = writeln!(line, "[{}] {}", crate::name(), args);
+        line.flush();
+    }
 }
 
 /// Prints a line prefixed with the component's name.
@@ -111,7 +271,7 @@ macro_rules! println {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     // No lock: the panicking thread may hold the console lock.
-    let mut line = Line { buf: [0; 256], len: 0 };
+    let mut line = Line::<256>::new(false);
     let _ = writeln!(line, "[{}] panicked: {}", crate::name(), info);
     line.flush();
     crate::fault_now()

@@ -95,8 +95,8 @@ extern "C" fn component_start(start_info: *const u8) -> ! {
         }
     };
     crate::sync::register_thread(0, info.wake);
-    if info.console {
-        crate::log::enable_shared_lock();
+    if let Some(wake) = info.console {
+        crate::log::enable_shared_lock(wake);
     }
     let info = START_INFO.call_once(|| info);
     NAME.call_once(|| info.name.clone());

@@ -307,8 +307,9 @@ pub struct StartInfo {
     pub exit: u64,
     /// The component's settings from the system description.
     pub config: Vec<(String, String)>,
-    /// Whether the system-wide console page is mapped at [`CONSOLE_VADDR`].
-    pub console: bool,
+    /// When the system-wide console page is mapped at [`CONSOLE_VADDR`]: the notification
+    /// its lock's waiters block on.
+    pub console: Option<u64>,
     /// Whether the component has a heartbeat: its health page is mapped at [`HEALTH_VADDR`].
     pub health: bool,
 }
