@@ -46,7 +46,7 @@ const RTC_DATA: u16 = 0x71;
 const RTC_A: u64 = 0x8A;
 const RTC_B: u64 = 0x8B;
 const RTC_C: u64 = 0x8C;
-/// Periodic rate 9: 32768 >> (9 - 1) = 128 Hz.
+/// Periodic rate 9: 32768 >> (9 - 1) = 128 Hz ([`TICK_HZ`]).
 const RTC_RATE: u64 = 9;
 const RTC_PERIODIC: u64 = 1 << 6;
 const RTC_PIN: u64 = 8;
@@ -169,13 +169,21 @@ impl Control {
 }
 
 /// A component's heartbeat as the supervisor keeps it.
+///
+/// Time is counted twice, and a component is hung only when both say so: in TSC time, and in
+/// clock ticks the supervisor handled. Under TCG on a loaded host the whole guest can stand
+/// still for a while; TSC time runs on meanwhile, ticks handled do not (missed RTC ticks are
+/// dropped), and each handled tick means the supervisor ran on its core and blocked again —
+/// giving the component, if it was runnable, its turn.
 pub struct Heartbeat {
     ping: u64,
     sent_at: u64,
-    started_at: u64,
+    /// Ticks handled since the ping was sent (or since the start).
+    ticks: u64,
     /// The component has answered once: from then on a late answer means hung.
     armed: bool,
     timeout: u64,
+    timeout_ticks: u64,
 }
 
 /// What a check found.
@@ -189,6 +197,8 @@ pub enum Verdict {
 
 /// How long a new instance may take to answer its first ping.
 const START_GRACE_MS: u64 = 10_000;
+/// The clock's rate (RTC rate 9).
+pub const TICK_HZ: u64 = 128;
 
 pub fn word(page: &[u8; 4096], i: usize) -> u64 {
     let mut w = [0u8; 8];
@@ -205,29 +215,42 @@ impl Heartbeat {
     /// answers it when its main loop first runs).
     pub fn new(page: &mut [u8; 4096], timeout_ms: u32, now: u64, tsc_mhz: u64) -> Heartbeat {
         set_word(page, health::PING, 1);
-        Heartbeat { ping: 1, sent_at: now, started_at: now, armed: false, timeout: timeout_ms as u64 * 1000 * tsc_mhz }
+        let timeout_ms = timeout_ms as u64;
+        Heartbeat {
+            ping: 1,
+            sent_at: now,
+            ticks: 0,
+            armed: false,
+            timeout: timeout_ms * 1000 * tsc_mhz,
+            timeout_ticks: (timeout_ms * TICK_HZ).div_ceil(1000).max(2),
+        }
     }
 
+    /// Called on every tick handled.
     pub fn check(&mut self, page: &mut [u8; 4096], now: u64, tsc_mhz: u64) -> Verdict {
+        self.ticks += 1;
         let answered = word(page, health::PONG) == self.ping;
+        let waited = now.wrapping_sub(self.sent_at);
         if !self.armed {
+            let grace = START_GRACE_MS * 1000 * tsc_mhz;
             if answered {
                 self.armed = true;
-            } else if now.wrapping_sub(self.started_at) > START_GRACE_MS * 1000 * tsc_mhz {
+            } else if waited > grace && self.ticks > START_GRACE_MS * TICK_HZ / 1000 {
                 return Verdict::Hung("never answered its first ping");
             } else {
                 return Verdict::Fine;
             }
         }
-        let waited = now.wrapping_sub(self.sent_at);
         if !answered {
-            return if waited > self.timeout { Verdict::Hung("missed its heartbeat") } else { Verdict::Fine };
+            let late = waited > self.timeout && self.ticks >= self.timeout_ticks;
+            return if late { Verdict::Hung("missed its heartbeat") } else { Verdict::Fine };
         }
         if waited < self.timeout / 2 {
             return Verdict::Fine;
         }
         self.ping += 1;
         self.sent_at = now;
+        self.ticks = 0;
         set_word(page, health::PING, self.ping);
         Verdict::Ping
     }

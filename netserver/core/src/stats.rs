@@ -78,6 +78,8 @@ pub struct DeviceCounters {
     pub ring_drops: core::sync::atomic::AtomicU64,
     /// Times the driver restarted (a new ring epoch after the first).
     pub driver_restarts: core::sync::atomic::AtomicU64,
+    /// Times the transmit watchdog signalled the driver again (frames waiting, no progress).
+    pub tx_kicks: core::sync::atomic::AtomicU64,
 }
 
 /// One stripe: a cache-line-aligned block of every counter.

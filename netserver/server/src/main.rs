@@ -18,6 +18,7 @@ extern crate alloc;
 
 mod clients;
 mod nic;
+mod supervision;
 mod time;
 
 use alloc::boxed::Box;

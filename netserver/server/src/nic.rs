@@ -52,7 +52,19 @@ use sel4::{Cap, Notification};
 use sel4_rt::println;
 use sel4_rt::sync::{Mutex, RawMutex};
 
+use crate::supervision::{Reporter, RestartLog};
 use crate::time::Sleeper;
+
+/// A transmit ring with frames waiting and no progress for this long gets the driver signalled
+/// again (a lost wake-up costs no restart) ...
+const TX_KICK_US: u64 = 300_000;
+/// ... and this long after that kick, with still no progress, is a stalled driver.
+const TX_STALL_US: u64 = 1_000_000;
+/// The rx thread wakes at least this often (to run the stall check) while frames are in flight.
+const WATCH_PERIOD: core::time::Duration = core::time::Duration::from_millis(50);
+/// Each wait must also have seen this many of the rx thread's own checks: when the whole guest
+/// stands still (TCG on a loaded host), time passes but checks do not, and nobody is stalled.
+const MIN_CHECKS: u32 = 6;
 
 /// Frames a worker's queue holds before the rx thread drops more.
 pub const QUEUE_LIMIT: usize = 256;
@@ -86,6 +98,17 @@ pub struct NicState {
     unflushed: usize,
     /// The last link state reported on the console.
     reported: Option<LinkState>,
+    /// Transmit progress as of `tx_progress_at` (µs): frames the driver had returned then.
+    tx_done_seen: u64,
+    tx_progress_at: u64,
+    /// The watchdog's checks since then, and whether the driver was signalled again.
+    tx_checks: u32,
+    tx_kicked: bool,
+    /// Tells the supervisor when the driver is found faulty.
+    reporter: Option<Reporter>,
+    restart_log: Option<RestartLog>,
+    /// A restarted driver came up at this time (µs) and no frame has arrived through it yet.
+    recovering: Option<u64>,
 }
 
 struct WorkerQueue {
@@ -119,7 +142,18 @@ struct WorkerCtx {
 impl NicState {
     /// The server side of the rings, not yet attached.
     pub fn new(side: ServerSide<'static>) -> Self {
-        NicState { side, unflushed: 0, reported: None }
+        NicState {
+            side,
+            unflushed: 0,
+            reported: None,
+            tx_done_seen: 0,
+            tx_progress_at: 0,
+            tx_checks: 0,
+            tx_kicked: false,
+            reporter: Reporter::from_grants(),
+            restart_log: RestartLog::from_grants(),
+            recovering: None,
+        }
     }
 
     /// The server side itself (start-up: wait for the link).
@@ -167,6 +201,7 @@ impl NicState {
                 let m = mac;
                 if matches!(before, Some(LinkState::Up { .. } | LinkState::Faulty { .. } | LinkState::Down)) {
                     println!("driver restarted: link up again (epoch {epoch}, restarts {restarts})");
+                    self.recovering = Some(sel4_rt::rdtsc());
                 } else {
                     println!(
                         "link up: MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, MTU {mtu}, epoch {epoch}, {} receive buffers lent",
@@ -175,7 +210,14 @@ impl NicState {
                 }
             }
             LinkState::Faulty { epoch, error } => {
-                println!("driver faulty (epoch {epoch}): {error}; ignoring it until it restarts; still serving clients");
+                let asked = match &self.reporter {
+                    Some(r) => {
+                        r.report();
+                        "asked the supervisor to restart it"
+                    }
+                    None => "ignoring it until it restarts",
+                };
+                println!("driver faulty (epoch {epoch}): {error}; {asked}; still serving clients");
             }
             LinkState::Down => {
                 if before.is_some() {
@@ -184,6 +226,80 @@ impl NicState {
             }
         }
     }
+}
+
+impl NicState {
+    /// The transmit-ring watchdog, run by the rx thread each time it wakes: frames waiting at
+    /// the driver and none returned for [`TX_KICK_US`] gets the driver signalled again; no
+    /// progress for [`TX_STALL_US`] more means it stopped serving the ring (it is declared
+    /// faulty, which reports it).
+    fn watch_tx(&mut self, now_us: u64, server: &Server<RawMutex>) -> TxWatch {
+        if !matches!(self.side.link(), LinkState::Up { .. }) {
+            return TxWatch::Idle;
+        }
+        let done = self.side.stats().tx_done;
+        let in_flight = self.side.tx_in_flight() > 0;
+        if !in_flight || done != self.tx_done_seen || self.tx_progress_at == 0 {
+            self.tx_done_seen = done;
+            self.tx_progress_at = now_us;
+            self.tx_checks = 0;
+            self.tx_kicked = false;
+            return if in_flight { TxWatch::Watching } else { TxWatch::Idle };
+        }
+        self.tx_checks += 1;
+        let waited = now_us.saturating_sub(self.tx_progress_at);
+        if self.tx_checks < MIN_CHECKS {
+            return TxWatch::Watching;
+        }
+        if !self.tx_kicked && waited > TX_KICK_US {
+            self.tx_kicked = true;
+            self.tx_progress_at = now_us;
+            self.tx_checks = 0;
+            server.device_counters().tx_kicks.fetch_add(1, Ordering::Relaxed);
+            return TxWatch::Kick;
+        }
+        if self.tx_kicked && waited > TX_STALL_US {
+            self.side.declare_faulty(netif::NetifError::TxStalled { ms: (waited + TX_KICK_US) / 1000 });
+            self.tx_progress_at = 0;
+            self.note_link(server);
+            return TxWatch::Idle;
+        }
+        TxWatch::Watching
+    }
+
+    /// The first frame arrived through a restarted driver: say how long recovery took, from
+    /// the fault (the supervisor's record) to traffic flowing again. One machine-readable line.
+    fn recovered(&mut self) {
+        let Some(up) = self.recovering.take() else { return };
+        let now = sel4_rt::rdtsc();
+        let mhz = sel4_rt::tsc_mhz().max(1);
+        let name = crate::supervision::driver_name();
+        let Some(r) = self.restart_log.as_ref().and_then(|log| log.recent(name, 1).pop()) else {
+            println!("RECOVERY component={name} restart=? cause=unknown first frame {} us after link up", now.wrapping_sub(up) / mhz);
+            return;
+        };
+        let us = |t: u64| t.saturating_sub(r.fault_tsc) / mhz;
+        let mut cause = alloc::string::String::from(r.cause_str());
+        cause = cause.replace(' ', "-");
+        println!(
+            "RECOVERY component={name} restart={} cause={cause} fault_to_running_us={} fault_to_traffic_us={} fault_to_link_us={}",
+            r.restart,
+            us(r.running_tsc),
+            us(now),
+            us(up)
+        );
+    }
+}
+
+/// What the transmit watchdog wants of the rx thread.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TxWatch {
+    /// Nothing in flight: sleep until woken.
+    Idle,
+    /// Frames in flight: wake again within [`WATCH_PERIOD`].
+    Watching,
+    /// The driver seems to have missed a wake-up: signal it, and keep watching.
+    Kick,
 }
 
 impl Nic {
@@ -219,6 +335,10 @@ impl Nic {
             NicTx { nic: self, ctx: ctx.clone() },
             Flusher { nic: self, ctx },
         )
+    }
+
+    fn server_micros(&self) -> u64 {
+        sel4_rt::rdtsc() / sel4_rt::tsc_mhz().max(1)
     }
 
     fn drop_frames(&self, n: u64) {
@@ -283,6 +403,9 @@ impl Nic {
                         }
                     }
                 }
+                if taken > 0 {
+                    st.recovered();
+                }
                 st.flush()
             };
             if signal {
@@ -301,16 +424,20 @@ impl Nic {
             if taken == RX_BATCH {
                 continue;
             }
-            let wait = {
+            let (wait, watching) = {
                 let mut st = self.state.lock();
                 let w = st.side.prepare_wait();
                 st.note_link(&self.server);
-                w
+                let now = self.server_micros();
+                (w, st.watch_tx(now, &self.server))
             };
+            if watching == TxWatch::Kick {
+                self.driver.signal();
+            }
             match wait {
                 Ok(Wait::Retry) => continue,
                 Ok(Wait::Block) | Err(_) => {
-                    sleeper.sleep(None);
+                    sleeper.sleep((watching != TxWatch::Idle).then_some(WATCH_PERIOD));
                 }
             }
         }
