@@ -11,6 +11,11 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
 use netif::{DriverSide, Notify, Wait, BUF_SIZE, DRIVER_BADGE_IRQ};
 use sel4::{Cap, IrqHandler, Notification, X86IoPort};
 use sel4_dma::{take_region, PortCam, Sel4Hal, VirtioNic};
@@ -51,6 +56,7 @@ macro_rules! need {
 }
 
 fn main(_info: &'static StartInfo) {
+    let t_start = sel4_rt::rdtsc();
     let ports: Cap<X86IoPort> = need!(sel4_rt::cap(CAP_PCI).ok_or("missing"), "io_port `pci_config`");
     let irq: Cap<IrqHandler> = need!(sel4_rt::cap(CAP_IRQ).ok_or("missing"), "irq `irq`");
     let wake: Cap<Notification> = need!(sel4_rt::cap(CAP_WAKE).ok_or("missing"), "notification `wake`");
@@ -72,6 +78,7 @@ fn main(_info: &'static StartInfo) {
 
     // The device: find it, put its register BAR at the grant, initialise it (this resets it, so
     // no DMA of an earlier incarnation of this driver is in flight from here on).
+    let t_pci = sel4_rt::rdtsc();
     let cam = PortCam::new(ports);
     let mut root = PciRoot::new(cam);
     let df = need!(find_virtio_net(&root).ok_or("no virtio-net function on bus 0"), "PCI");
@@ -79,23 +86,44 @@ fn main(_info: &'static StartInfo) {
     sel4_rt::health::set_pci_device(df.bus, df.device, df.function);
     let bar = need!(virtio_bar(&root, &cam, df), "virtio capabilities");
     let placed = need!(place_bar(&mut root, df, bar, grant.paddr, grant.len as u64), "BAR placement");
-    println!(
+    let mut report: Vec<String> = Vec::new();
+    report.push(format!(
         "virtio-net at {:02x}:{:02x}.{}: BAR{} ({:#x} bytes) firmware {:#x} -> granted {:#x}",
         df.bus, df.device, df.function, placed.bar, placed.size, placed.firmware, placed.paddr
-    );
+    ));
+    let t_device = sel4_rt::rdtsc();
     let transport = need!(PciTransport::new::<Sel4Hal, _>(&mut root, df), "virtio PCI transport");
     let nic = need!(VirtioNic::<PciTransport, QUEUE>::new(transport), "virtio-net init");
     let mac = nic.mac();
-    println!(
+    report.push(format!(
         "MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} (virtio-net header {} bytes)",
         mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], nic.hdr_len()
-    );
+    ));
 
+    let t_rings = sel4_rt::rdtsc();
     let side = need!(DriverSide::new(rings, region), "netif driver side");
     let mut driver = Driver::new(nic, side);
     let epoch = need!(driver.start(mac, MTU), "ring initialisation");
-    println!("rings initialised, epoch {epoch}");
+    let (now, mhz) = (sel4_rt::rdtsc(), sel4_rt::tsc_mhz().max(1));
+    let ms = |a: u64, b: u64| b.wrapping_sub(a) as f64 / mhz as f64 / 1000.0;
+    report.push(format!(
+        "rings initialised, epoch {epoch}; start-up {:.1} ms (memory {:.1}, PCI {:.1}, device {:.1}, rings {:.1})",
+        ms(t_start, now),
+        ms(t_start, t_pci),
+        ms(t_pci, t_device),
+        ms(t_device, t_rings),
+        ms(t_rings, now)
+    ));
     server.signal();
+    // Printing costs milliseconds under TCG (a kernel call and an emulated UART write per
+    // byte), at this thread's priority, above the net server's: a restarted instance says
+    // what it did once traffic has had time to flow again.
+    let first_boot = epoch.get() == 1;
+    let mut report = Some(report).filter(|r| !r.is_empty());
+    let report_at = now + REPORT_DELAY_MS * 1000 * mhz;
+    if first_boot {
+        report.take().into_iter().flatten().for_each(|l| println!("{l}"));
+    }
 
     // Interrupts delivered before this point were for the reset device; ack whatever is pending.
     let _ = driver.interrupt();
@@ -103,6 +131,9 @@ fn main(_info: &'static StartInfo) {
     let mut reported = 0;
 
     loop {
+        if report.is_some() && sel4_rt::rdtsc() > report_at {
+            report.take().into_iter().flatten().for_each(|l| println!("{l}"));
+        }
         // The supervisor's heartbeat (its ping wakes us through `wake`), and the faults it may
         // ask us to commit for testing.
         if let Some(kind) = sel4_rt::health::beat() {
@@ -132,7 +163,7 @@ fn main(_info: &'static StartInfo) {
             let raised = driver.interrupt();
             let _ = irq.ack();
             let s = driver.stats();
-            if raised && s.interrupts == 1 {
+            if raised && s.interrupts == 1 && first_boot {
                 println!("first device interrupt handled (INTx, ISR acked, IRQ handler acked)");
             }
             // A pin with the wrong trigger or polarity fires without pause: say so, rarely.
@@ -156,6 +187,9 @@ fn zombie<D: virtio_net_core::NetDevice>(wake: Cap<Notification>, irq: Cap<IrqHa
         }
     }
 }
+
+/// How long a restarted instance waits before printing its start-up report.
+const REPORT_DELAY_MS: u64 = 300;
 
 /// First spurious-interrupt count reported (then at doublings).
 const SPURIOUS_REPORT: u64 = 1000;

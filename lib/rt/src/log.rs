@@ -159,12 +159,30 @@ struct Deferred {
     lost: u64,
 }
 
-/// Prints the root task's deferred lines if the console lock can be had now. The root task
-/// calls it each time it wakes.
+/// Until this TSC the root task only defers its lines (see [`hold_output_until`]).
+#[cfg(feature = "root-task")]
+static HOLD_UNTIL: AtomicU64 = AtomicU64::new(0);
+
+/// Makes the root task defer its console lines until TSC `until`. Printing is slow (one kernel
+/// call and one emulated UART write per byte, tens of µs each under TCG) and the root task
+/// prints at the highest priority, so lines printed while a restarted component starts up
+/// would delay it by milliseconds each.
+#[cfg(feature = "root-task")]
+pub fn hold_output_until(until: u64) {
+    HOLD_UNTIL.fetch_max(until, Ordering::SeqCst);
+}
+
+#[cfg(feature = "root-task")]
+fn holding() -> bool {
+    (crate::rdtsc().wrapping_sub(HOLD_UNTIL.load(Ordering::SeqCst)) as i64) < 0
+}
+
+/// Prints the root task's deferred lines if the console lock can be had now (and output is not
+/// held back). The root task calls it each time it wakes.
 #[cfg(feature = "root-task")]
 pub fn flush_deferred() {
     let mut d = DEFERRED.lock();
-    if d.len == 0 && d.lost == 0 {
+    if (d.len == 0 && d.lost == 0) || holding() {
         return;
     }
     let Some(_shared) = SharedLine::take() else { return };
@@ -236,7 +254,7 @@ pub fn print_line(args: fmt::Arguments<'_>) {
         let mut line = Line::<1024>::new(true);
         let _ = writeln!(line, "[{}] {}", crate::name(), args);
         let mut d = DEFERRED.lock();
-        let shared = if d.len == 0 { SharedLine::take() } else { None };
+        let shared = if d.len == 0 && !holding() { SharedLine::take() } else { None };
         if shared.is_none() {
             // Taken (or earlier lines still wait): keep the order, print later.
             if d.len + line.len <= d.buf.len() {
