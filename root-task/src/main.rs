@@ -362,7 +362,11 @@ impl Supervisor<'_> {
     fn died(&mut self, ci: usize, what: &str, short: &'static str) {
         let detected = sel4_rt::rdtsc();
         self.last_death = detected;
-        sel4_rt::log::hold_output_until(detected + QUIET_MS * 1000 * self.tsc_mhz.max(1));
+        // Held lines are printed on a later clock tick: only with a clock, and only for a
+        // restart (a component left stopped is nothing to make way for).
+        if self.system().components[ci].restart && self.clock.is_some() {
+            sel4_rt::log::hold_output_until(detected + QUIET_MS * 1000 * self.tsc_mhz.max(1));
+        }
         self.components[ci].stop();
         // Mid-line, it may hold the console lock everyone else waits for.
         sel4_rt::log::release_if_held_by(ci as u16);

@@ -40,6 +40,8 @@
 //! socket calls work without a driver; network sockets see their peers go silent).
 
 use alloc::collections::VecDeque;
+use alloc::format;
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -57,14 +59,14 @@ use crate::time::Sleeper;
 
 /// A transmit ring with frames waiting and no progress for this long gets the driver signalled
 /// again (a lost wake-up costs no restart) ...
-const TX_KICK_US: u64 = 300_000;
+const TX_KICK_US: u64 = 100_000;
 /// ... and this long after that kick, with still no progress, is a stalled driver.
-const TX_STALL_US: u64 = 1_000_000;
+const TX_STALL_US: u64 = 300_000;
 /// The rx thread wakes at least this often (to run the stall check) while frames are in flight.
-const WATCH_PERIOD: core::time::Duration = core::time::Duration::from_millis(50);
+const WATCH_PERIOD: core::time::Duration = core::time::Duration::from_millis(20);
 /// Each wait must also have seen this many of the rx thread's own checks: when the whole guest
 /// stands still (TCG on a loaded host), time passes but checks do not, and nobody is stalled.
-const MIN_CHECKS: u32 = 6;
+const MIN_CHECKS: u32 = 5;
 
 /// Frames a worker's queue holds before the rx thread drops more.
 pub const QUEUE_LIMIT: usize = 256;
@@ -107,8 +109,9 @@ pub struct NicState {
     /// Tells the supervisor when the driver is found faulty.
     reporter: Option<Reporter>,
     restart_log: Option<RestartLog>,
-    /// A restarted driver came up at this time (µs) and no frame has arrived through it yet.
-    recovering: Option<u64>,
+    /// A restarted driver came up (TSC, epoch, restarts) and no frame has arrived through it
+    /// yet.
+    recovering: Option<(u64, u32, u64)>,
 }
 
 struct WorkerQueue {
@@ -200,8 +203,8 @@ impl NicState {
             LinkState::Up { epoch, mac, mtu } => {
                 let m = mac;
                 if matches!(before, Some(LinkState::Up { .. } | LinkState::Faulty { .. } | LinkState::Down)) {
-                    println!("driver restarted: link up again (epoch {epoch}, restarts {restarts})");
-                    self.recovering = Some(sel4_rt::rdtsc());
+                    // Said once traffic flows (`recovered`): printing takes milliseconds.
+                    self.recovering = Some((sel4_rt::rdtsc(), epoch, restarts));
                 } else {
                     println!(
                         "link up: MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, MTU {mtu}, epoch {epoch}, {} receive buffers lent",
@@ -269,25 +272,26 @@ impl NicState {
 
     /// The first frame arrived through a restarted driver: say how long recovery took, from
     /// the fault (the supervisor's record) to traffic flowing again. One machine-readable line.
-    fn recovered(&mut self) {
-        let Some(up) = self.recovering.take() else { return };
+    fn recovered(&mut self) -> Option<String> {
+        let (up, epoch, restarts) = self.recovering.take()?;
         let now = sel4_rt::rdtsc();
         let mhz = sel4_rt::tsc_mhz().max(1);
         let name = crate::supervision::driver_name();
+        let mut text = format!("driver restarted: link up again (epoch {epoch}, restarts {restarts})\n");
         let Some(r) = self.restart_log.as_ref().and_then(|log| log.recent(name, 1).pop()) else {
-            println!("RECOVERY component={name} restart=? cause=unknown first frame {} us after link up", now.wrapping_sub(up) / mhz);
-            return;
+            text.push_str(&format!("RECOVERY component={name} restart=? cause=unknown first frame {} us after link up", now.wrapping_sub(up) / mhz));
+            return Some(text);
         };
         let us = |t: u64| t.saturating_sub(r.fault_tsc) / mhz;
-        let mut cause = alloc::string::String::from(r.cause_str());
-        cause = cause.replace(' ', "-");
-        println!(
+        let cause = r.cause_str().replace(' ', "-");
+        text.push_str(&format!(
             "RECOVERY component={name} restart={} cause={cause} fault_to_running_us={} fault_to_traffic_us={} fault_to_link_us={}",
             r.restart,
             us(r.running_tsc),
             us(now),
             us(up)
-        );
+        ));
+        Some(text)
     }
 }
 
@@ -364,6 +368,7 @@ impl Nic {
         loop {
             let mut taken = 0;
             let mut drops = 0;
+            let mut recovery = None;
             let signal = {
                 let mut st = self.state.lock();
                 st.side.service();
@@ -404,7 +409,7 @@ impl Nic {
                     }
                 }
                 if taken > 0 {
-                    st.recovered();
+                    recovery = st.recovered();
                 }
                 st.flush()
             };
@@ -420,6 +425,10 @@ impl Nic {
                         netserver_core::wake::Signal::signal(q.sleeper);
                     }
                 }
+            }
+            // Outside the lock and after the workers were woken: printing is slow.
+            for line in recovery.iter().flat_map(|t| t.lines()) {
+                println!("{line}");
             }
             if taken == RX_BATCH {
                 continue;
