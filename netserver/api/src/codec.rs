@@ -134,27 +134,63 @@ mod tests {
         // Stats at epoch 5: [5, variant 15].
         let n = encode_request(5, &Request::Stats, &mut buf).unwrap();
         assert_eq!(&buf[..n], &[5, 15]);
-        // Stats answer: [variant 10, 1 worker, its 4 counters, ports, drops, restarts].
+        // Stats answer: [variant 10, 1 worker, its 4 counters, ports, drops, restarts, tx kicks,
+        // 0 recent restarts].
         let mut workers = BoundedList::new();
         workers.push(WorkerStats { packets_in: 1, packets_out: 2, sockets: 3, connections: 4 }).unwrap();
-        let stats = NetStats { workers, ports_in_use: 5, ring_drops: 300, driver_restarts: 0 };
-        let mut big = [0u8; 16];
+        let mut stats = NetStats { workers, ports_in_use: 5, ring_drops: 300, driver_restarts: 0, tx_kicks: 7, ..NetStats::default() };
+        let mut big = [0u8; 64];
         let n = encode_response(&Response::Stats(Box::new(stats)), &mut big).unwrap();
-        assert_eq!(&big[..n], &[10, 1, 1, 2, 3, 4, 5, 0xac, 0x02, 0]);
+        assert_eq!(&big[..n], &[10, 1, 1, 2, 3, 4, 5, 0xac, 0x02, 0, 7, 0]);
+        assert_eq!(decode_response(&big[..n]), Ok(Response::Stats(Box::new(stats))));
+        // One recent restart: [restart, 16 cause bytes (zero-padded), running us, traffic us].
+        let hang = RestartStat { restart: 2, cause: RestartStat::cause_from_str("hang"), fault_to_running_us: 1000, fault_to_traffic_us: 300 };
+        stats.driver_restarts = 2;
+        stats.recent_restarts.push(hang).unwrap();
+        let n = encode_response(&Response::Stats(Box::new(stats)), &mut big).unwrap();
+        let mut expected = std::vec![10, 1, 1, 2, 3, 4, 5, 0xac, 0x02, 2, 7, 1, 2, b'h', b'a', b'n', b'g'];
+        expected.extend([0u8; 12]);
+        expected.extend([0xe8, 0x07, 0xac, 0x02]);
+        assert_eq!(&big[..n], expected.as_slice());
         assert_eq!(decode_response(&big[..n]), Ok(Response::Stats(Box::new(stats))));
         // A list longer than MAX_STATS_WORKERS is refused.
-        let mut long = alloc_free_stats_bytes(MAX_STATS_WORKERS as u8 + 1);
+        let mut long = alloc_free_stats_bytes(MAX_STATS_WORKERS as u8 + 1, 0);
         assert_eq!(decode_response(long.as_mut_slice()), Err(Malformed));
-        let ok = alloc_free_stats_bytes(MAX_STATS_WORKERS as u8);
+        let ok = alloc_free_stats_bytes(MAX_STATS_WORKERS as u8, 0);
         assert!(matches!(decode_response(&ok), Ok(Response::Stats(s)) if s.workers.len() == MAX_STATS_WORKERS));
+        // So is one longer than MAX_STATS_RESTARTS.
+        let long = alloc_free_stats_bytes(1, MAX_STATS_RESTARTS as u8 + 1);
+        assert_eq!(decode_response(&long), Err(Malformed));
+        let ok = alloc_free_stats_bytes(1, MAX_STATS_RESTARTS as u8);
+        assert!(matches!(decode_response(&ok), Ok(Response::Stats(s)) if s.recent_restarts.len() == MAX_STATS_RESTARTS));
     }
 
-    /// `Stats` answer bytes with `n` all-zero workers.
-    fn alloc_free_stats_bytes(n: u8) -> std::vec::Vec<u8> {
+    /// `Stats` answer bytes with `n` all-zero workers and `r` all-zero recent restarts.
+    fn alloc_free_stats_bytes(n: u8, r: u8) -> std::vec::Vec<u8> {
         let mut v = std::vec![10, n];
         v.extend(core::iter::repeat_n(0u8, 4 * n as usize));
-        v.extend([0, 0, 0]);
+        v.extend([0, 0, 0, 0, r]);
+        v.extend(core::iter::repeat_n(0u8, (1 + RESTART_CAUSE_LEN + 2) * r as usize));
         v
+    }
+
+    /// A cause is 16 bytes on the wire whatever they are (not UTF-8, control bytes, no padding):
+    /// the codec carries them unchanged, and `cause_bytes` stops at the padding.
+    #[test]
+    fn restart_causes_are_opaque_bytes() {
+        let mut cause = [0xffu8; RESTART_CAUSE_LEN];
+        cause[3] = b'"';
+        cause[4] = 0x0a;
+        let odd = RestartStat { restart: u32::MAX, cause, fault_to_running_us: 0, fault_to_traffic_us: u64::MAX };
+        let stats = NetStats { recent_restarts: BoundedList::from_slice(&[odd, RestartStat::default()]).unwrap(), ..NetStats::default() };
+        roundtrip_resp(Response::Stats(Box::new(stats)));
+        assert_eq!(odd.cause_bytes(), &cause);
+        assert_eq!(RestartStat::default().cause_bytes(), b"");
+        let page = RestartStat { cause: RestartStat::cause_from_str("page fault"), ..RestartStat::default() };
+        assert_eq!(page.cause_bytes(), b"page fault");
+        // Truncated to 16 bytes on a character boundary.
+        assert_eq!(RestartStat { cause: RestartStat::cause_from_str("reported faulty by netserver"), ..RestartStat::default() }.cause_bytes(), b"reported faulty ");
+        assert_eq!(RestartStat { cause: RestartStat::cause_from_str("ééééééééé"), ..RestartStat::default() }.cause_bytes(), "éééééééé".as_bytes());
     }
 
     #[test]
@@ -256,7 +292,8 @@ mod tests {
             Response::Poll { revents: Box::new(revents) },
             Response::Stats(Box::new(worst_stats())),
         ];
-        assert_eq!(roundtrip_resp(Response::Stats(Box::new(worst_stats()))), 672);
+        // 16 maximal workers (640 bytes), every counter and 4 maximal restarts (164 bytes).
+        assert_eq!(roundtrip_resp(Response::Stats(Box::new(worst_stats()))), 847);
         for r in resps {
             largest = largest.max(roundtrip_resp(r));
         }
@@ -270,7 +307,13 @@ mod tests {
             ports_in_use: u64::MAX,
             ring_drops: u64::MAX,
             driver_restarts: u64::MAX,
+            tx_kicks: u64::MAX,
+            recent_restarts: BoundedList::from_slice(&[worst_restart(); MAX_STATS_RESTARTS]).unwrap(),
         }
+    }
+
+    fn worst_restart() -> RestartStat {
+        RestartStat { restart: u32::MAX, cause: [0xff; RESTART_CAUSE_LEN], fault_to_running_us: u64::MAX, fault_to_traffic_us: u64::MAX }
     }
 
     /// A poll over 100 sockets is split into chunks of MAX_POLL_FDS, each of which fits.

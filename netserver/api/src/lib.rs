@@ -119,7 +119,7 @@ pub use data::{
     DEFAULT_SLOTS_PER_DIRECTION, MAX_DATA_AREA_SIZE, MAX_SLOT_SIZE,
 };
 pub use errno::{Errno, UnknownErrno, EWOULDBLOCK};
-pub use msg::{NetStats, PollList, PollReady, Request, Response, ServerInfo, WorkerStats};
+pub use msg::{NetStats, PollList, PollReady, Request, Response, RestartStat, ServerInfo, WorkerStats};
 pub use types::{
     BoundedList, BufDesc, Domain, MsgFlags, PollEntry, PollEvents, Shutdown, SockOpt,
     SockOptValue, SockType, SocketHandle,
@@ -143,6 +143,15 @@ pub const MAX_POLL_FDS: usize = 64;
 /// every counter at `u64::MAX` (10 varint bytes) one worker costs 40 bytes, so the answer stays
 /// far below [`MAX_MSG`].
 pub const MAX_STATS_WORKERS: usize = 16;
+
+/// Most driver restarts a [`NetStats`] answer details (the most recent ones). One costs at most
+/// 41 bytes (a 5-byte restart number, [`RESTART_CAUSE_LEN`] cause bytes, two 10-byte
+/// durations): with 16 maximal workers the largest answer is 847 bytes, under [`MAX_MSG`]
+/// (tested).
+pub const MAX_STATS_RESTARTS: usize = 4;
+
+/// Bytes of a [`RestartStat`]'s cause (the supervisor's restart log keeps as many).
+pub const RESTART_CAUSE_LEN: usize = 16;
 
 /// Largest UDP payload over IPv4 (65535 - 8 - 20). It fits in one [`CHUNK_SIZE`] slot.
 pub const MAX_UDP_PAYLOAD: usize = 65507;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     BoundedList, BufDesc, DataAreaLayout, Domain, Errno, MsgFlags, PollEntry, PollEvents,
     SockAddr, SockOpt, SockOptValue, SockType, SocketHandle, Shutdown, MAX_POLL_FDS,
-    MAX_STATS_WORKERS,
+    MAX_STATS_RESTARTS, MAX_STATS_WORKERS, RESTART_CAUSE_LEN,
 };
 
 /// The sockets of one poll request (at most [`MAX_POLL_FDS`]; libsock splits larger polls).
@@ -139,6 +139,47 @@ pub struct NetStats {
     pub ring_drops: u64,
     /// Times the NIC driver was restarted (a new ring epoch after the first).
     pub driver_restarts: u64,
+    /// Times the transmit watchdog signalled the driver again (frames waiting, no progress).
+    pub tx_kicks: u64,
+    /// The most recent driver restarts whose details the server learnt (from the supervisor's
+    /// restart log, once traffic flowed again), newest first; at most [`MAX_STATS_RESTARTS`].
+    pub recent_restarts: BoundedList<RestartStat, MAX_STATS_RESTARTS>,
+}
+
+/// One driver restart as the net server saw it, in [`NetStats::recent_restarts`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartStat {
+    /// The driver's restart count, this one included (the supervisor's numbering).
+    pub restart: u32,
+    /// What happened, as the supervisor wrote it (`page fault`, `hang`, `stall-tx`, ...): up to
+    /// [`RESTART_CAUSE_LEN`] bytes, padded with zeros. Untrusted bytes, not necessarily UTF-8
+    /// (it crossed two protection boundaries): see [`RestartStat::cause_bytes`].
+    pub cause: [u8; RESTART_CAUSE_LEN],
+    /// Microseconds from the fault to the new driver instance running (0: unknown).
+    pub fault_to_running_us: u64,
+    /// Microseconds from the fault to the first frame received through the new instance.
+    pub fault_to_traffic_us: u64,
+}
+
+impl RestartStat {
+    /// The cause up to its first zero byte (the padding). Still untrusted: may be any bytes.
+    pub fn cause_bytes(&self) -> &[u8] {
+        let len = self.cause.iter().position(|&b| b == 0).unwrap_or(self.cause.len());
+        self.cause.get(..len).unwrap_or(&[])
+    }
+
+    /// `cause` truncated to [`RESTART_CAUSE_LEN`] bytes (on a character boundary) and padded.
+    pub fn cause_from_str(text: &str) -> [u8; RESTART_CAUSE_LEN] {
+        let mut out = [0u8; RESTART_CAUSE_LEN];
+        let mut n = text.len().min(RESTART_CAUSE_LEN);
+        while !text.is_char_boundary(n) {
+            n -= 1;
+        }
+        for (o, b) in out.iter_mut().zip(text.as_bytes().iter().take(n)) {
+            *o = *b;
+        }
+        out
+    }
 }
 
 impl Response {

@@ -120,7 +120,27 @@ fn response(r: &mut Rng) -> Response {
                     connections: r.next(),
                 });
             }
-            Response::Stats(Box::new(NetStats { workers, ports_in_use: r.next(), ring_drops: r.next(), driver_restarts: r.next() }))
+            let mut recent_restarts = BoundedList::new();
+            for _ in 0..r.below(MAX_STATS_RESTARTS as u64 + 1) {
+                let mut cause = [0u8; RESTART_CAUSE_LEN];
+                for c in cause.iter_mut() {
+                    *c = r.next() as u8;
+                }
+                let _ = recent_restarts.push(RestartStat {
+                    restart: r.u32(),
+                    cause,
+                    fault_to_running_us: r.next(),
+                    fault_to_traffic_us: r.next(),
+                });
+            }
+            Response::Stats(Box::new(NetStats {
+                workers,
+                ports_in_use: r.next(),
+                ring_drops: r.next(),
+                driver_restarts: r.next(),
+                tx_kicks: r.next(),
+                recent_restarts,
+            }))
         }
         0 => Response::Error(errno(r)),
         1 => Response::Ok,
@@ -271,4 +291,7 @@ fn hostile_length_prefixes_fail_cleanly() {
         msg.extend_from_slice(&[1, 1, 1]);
     }
     assert!(matches!(decode_request(&msg), Ok((0, Request::Poll { fds })) if fds.len() == MAX_POLL_FDS));
+    // Stats with no workers, zero counters and u32::MAX recent restarts, none present.
+    let msg = [10, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f];
+    assert_eq!(decode_response(&msg), Err(Malformed));
 }

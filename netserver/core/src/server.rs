@@ -390,8 +390,8 @@ impl<R: RawLock> Server<R> {
         self.inner.stats.snapshot()
     }
 
-    /// Counters the platform shell keeps about the frame device (ring drops, driver restarts);
-    /// reported by [`Server::net_stats`].
+    /// Counters the platform shell keeps about the frame device (ring drops, driver restarts and
+    /// the latest ones' details, transmit kicks); reported by [`Server::net_stats`].
     pub fn device_counters(&self) -> &DeviceCounters {
         &self.inner.device
     }
@@ -418,6 +418,8 @@ impl<R: RawLock> Server<R> {
             ports_in_use: self.ports_in_use() as u64,
             ring_drops: self.inner.device.ring_drops.load(core::sync::atomic::Ordering::Relaxed),
             driver_restarts: self.inner.device.driver_restarts.load(core::sync::atomic::Ordering::Relaxed),
+            tx_kicks: self.inner.device.tx_kicks.load(core::sync::atomic::Ordering::Relaxed),
+            recent_restarts: self.inner.device.restarts.recent(),
         }
     }
 

@@ -6,14 +6,19 @@
 //! part of any modelled protocol.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
 pub(crate) use loom::sync::Arc;
+
+#[cfg(loom)]
+pub(crate) use loom::hint::spin_loop;
 
 #[cfg(not(loom))]
 pub(crate) use alloc::sync::Arc;
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use core::hint::spin_loop;
+#[cfg(not(loom))]
+pub(crate) use core::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Aligns (and pads) `T` to 128 bytes so that two shards, stripes or mailboxes never share a cache
 /// line (two adjacent 64-byte lines are prefetched together on x86).

@@ -27,5 +27,5 @@ fn loom_models_pass() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "loom models failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("5 passed"), "expected the 5 loom models to run:\n{stdout}");
+    assert!(stdout.contains("6 passed"), "expected the 6 loom models to run:\n{stdout}");
 }
