@@ -271,8 +271,9 @@ impl NicState {
     }
 
     /// The first frame arrived through a restarted driver: say how long recovery took, from
-    /// the fault (the supervisor's record) to traffic flowing again. One machine-readable line.
-    fn recovered(&mut self) -> Option<String> {
+    /// the fault (the supervisor's record) to traffic flowing again. One machine-readable line;
+    /// the same numbers go to the server's recent restarts (`Request::Stats`).
+    fn recovered(&mut self, server: &Server<RawMutex>) -> Option<String> {
         let (up, epoch, restarts) = self.recovering.take()?;
         let now = sel4_rt::rdtsc();
         let mhz = sel4_rt::tsc_mhz().max(1);
@@ -283,6 +284,12 @@ impl NicState {
             return Some(text);
         };
         let us = |t: u64| t.saturating_sub(r.fault_tsc) / mhz;
+        server.device_counters().restarts.record(&net_api::RestartStat {
+            restart: r.restart,
+            cause: r.cause,
+            fault_to_running_us: us(r.running_tsc),
+            fault_to_traffic_us: us(now),
+        });
         let cause = r.cause_str().replace(' ', "-");
         text.push_str(&format!(
             "RECOVERY component={name} restart={} cause={cause} fault_to_running_us={} fault_to_traffic_us={} fault_to_link_us={}",
@@ -409,7 +416,7 @@ impl Nic {
                     }
                 }
                 if taken > 0 {
-                    recovery = st.recovered();
+                    recovery = st.recovered(&self.server);
                 }
                 st.flush()
             };
