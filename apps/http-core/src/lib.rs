@@ -50,7 +50,7 @@ use netloop::{Config, Counters, EventLoop, Handler, Output, Step, TcpServer};
 use sha2::{Digest, Sha256};
 
 use request::{ParseError, Version};
-pub use stats::{AppStats, ClientStats, NetStats, NoNetStats, StatsSource, WorkerStats};
+pub use stats::{AppStats, ClientStats, NetStats, NoNetStats, RestartStats, StatsSource, WorkerStats};
 
 /// The HTTP port.
 pub const PORT: u16 = 80;

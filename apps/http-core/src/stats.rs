@@ -2,9 +2,13 @@
 //!
 //! The application's own counters (connections, requests, responses by status, bytes) are
 //! always there. The net server's (per worker: packets, sockets, connections; ports in use;
-//! ring drops; driver restarts) come from a [`StatsSource`]: [`ClientStats`] asks the net
-//! server (`Request::Stats` through libsock, one round trip per page); [`NoNetStats`] reports
-//! `"net": null`.
+//! ring drops; driver restarts and the latest ones' cause and recovery times; transmit kicks)
+//! come from a [`StatsSource`]: [`ClientStats`] asks the net server (`Request::Stats` through
+//! libsock, one round trip per page); [`NoNetStats`] reports `"net": null`.
+//!
+//! A restart's cause is text the supervisor wrote and the net server passed on: it is rendered
+//! as a JSON string whatever its bytes (quotes, backslashes, control and non-ASCII characters
+//! escaped, bytes that are not UTF-8 as U+FFFD), so the page stays valid JSON.
 
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -39,6 +43,23 @@ pub struct NetStats {
     pub ring_drops: Option<u64>,
     /// Times a driver process was restarted.
     pub driver_restarts: Option<u64>,
+    /// Times the net server's transmit watchdog signalled the driver again.
+    pub tx_kicks: Option<u64>,
+    /// The most recent driver restarts, newest first (empty when none is known).
+    pub restarts: Vec<RestartStats>,
+}
+
+/// One driver restart: its number, cause and how long recovery took.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestartStats {
+    /// The driver's restart count, this one included.
+    pub restart: u32,
+    /// What happened (`page fault`, `hang`, ...), as untrusted bytes: not necessarily UTF-8.
+    pub cause: Vec<u8>,
+    /// Microseconds from the fault to the new driver instance running (0: unknown).
+    pub fault_to_running_us: u64,
+    /// Microseconds from the fault to the first frame through the new instance.
+    pub fault_to_traffic_us: u64,
 }
 
 /// Where `/stats` gets the net server's counters.
@@ -82,6 +103,17 @@ impl<T: Transport> StatsSource for ClientStats<T> {
             ports_in_use: Some(s.ports_in_use),
             ring_drops: Some(s.ring_drops),
             driver_restarts: Some(s.driver_restarts),
+            tx_kicks: Some(s.tx_kicks),
+            restarts: s
+                .recent_restarts
+                .iter()
+                .map(|r| RestartStats {
+                    restart: r.restart,
+                    cause: r.cause_bytes().to_vec(),
+                    fault_to_running_us: r.fault_to_running_us,
+                    fault_to_traffic_us: r.fault_to_traffic_us,
+                })
+                .collect(),
         })
     }
 }
@@ -120,6 +152,54 @@ fn worker(out: &mut String, w: &WorkerStats) {
     );
 }
 
+/// Microseconds as milliseconds with three decimals (exact); 0 (unknown) as `null`.
+fn millis(out: &mut String, us: u64) {
+    if us == 0 {
+        out.push_str("null");
+    } else {
+        let _ = write!(out, "{}.{:03}", us / 1000, us % 1000);
+    }
+}
+
+/// `bytes` as a JSON string, quotes included, in ASCII: `"` and `\` escaped, every control or
+/// non-ASCII character as `\uXXXX` (UTF-16, so a surrogate pair above U+FFFF), each invalid
+/// UTF-8 sequence as `\ufffd`. Any bytes give a valid string.
+fn json_string(out: &mut String, bytes: &[u8]) {
+    fn unit(out: &mut String, u: u16) {
+        let _ = write!(out, "\\u{u:04x}");
+    }
+    out.push('"');
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                ' '..='~' => out.push(c),
+                _ => {
+                    let mut buf = [0u16; 2];
+                    for u in c.encode_utf16(&mut buf).iter() {
+                        unit(out, *u);
+                    }
+                }
+            }
+        }
+        if !chunk.invalid().is_empty() {
+            unit(out, 0xfffd);
+        }
+    }
+    out.push('"');
+}
+
+fn restart(out: &mut String, r: &RestartStats) {
+    let _ = write!(out, "{{\"restart\":{},\"cause\":", r.restart);
+    json_string(out, &r.cause);
+    out.push_str(",\"fault_to_running_ms\":");
+    millis(out, r.fault_to_running_us);
+    out.push_str(",\"fault_to_traffic_ms\":");
+    millis(out, r.fault_to_traffic_us);
+    out.push('}');
+}
+
 /// Renders `/stats` (one JSON object, newline-terminated) into `out`.
 pub fn render(out: &mut String, app: &AppStats, net: Option<&NetStats>) {
     let _ = write!(
@@ -152,7 +232,16 @@ pub fn render(out: &mut String, app: &AppStats, net: Option<&NetStats>) {
             opt(out, n.ring_drops);
             out.push_str(",\"driver_restarts\":");
             opt(out, n.driver_restarts);
-            out.push('}');
+            out.push_str(",\"tx_kicks\":");
+            opt(out, n.tx_kicks);
+            out.push_str(",\"restarts\":[");
+            for (i, r) in n.restarts.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                restart(out, r);
+            }
+            out.push_str("]}");
         }
     }
     out.push_str("}\n");
@@ -175,11 +264,60 @@ mod tests {
             ports_in_use: Some(5),
             ring_drops: None,
             driver_restarts: Some(0),
+            tx_kicks: None,
+            restarts: Vec::new(),
         };
         render(&mut s, &AppStats::default(), Some(&net));
         assert!(
-            s.ends_with(",\"net\":{\"workers\":[{\"packets_in\":1,\"packets_out\":2,\"sockets\":3,\"connections\":4}],\"total\":null,\"ports_in_use\":5,\"ring_drops\":null,\"driver_restarts\":0}}\n"),
+            s.ends_with(",\"net\":{\"workers\":[{\"packets_in\":1,\"packets_out\":2,\"sockets\":3,\"connections\":4}],\"total\":null,\"ports_in_use\":5,\"ring_drops\":null,\"driver_restarts\":0,\"tx_kicks\":null,\"restarts\":[]}}\n"),
             "{s}"
         );
+    }
+
+    /// Restarts in the order given (newest first), times in milliseconds (0: `null`), and causes
+    /// that are not polite text (quotes, backslashes, control bytes, invalid UTF-8, non-ASCII)
+    /// still make one valid JSON string each.
+    #[test]
+    fn renders_restarts_with_hostile_causes_as_valid_json() {
+        let hostile = b"a\"b\\c\n\x00\x7f\xff\xc3\xa9\xf0\x9f\x98\x80\xc3".to_vec();
+        let net = NetStats {
+            driver_restarts: Some(3),
+            tx_kicks: Some(7),
+            restarts: alloc::vec![
+                RestartStats { restart: 3, cause: b"stall-tx".to_vec(), fault_to_running_us: 11_000, fault_to_traffic_us: 455_123 },
+                RestartStats { restart: 2, cause: hostile, fault_to_running_us: 9_007, fault_to_traffic_us: 41 },
+                RestartStats { restart: 1, cause: b"page fault".to_vec(), fault_to_running_us: 0, fault_to_traffic_us: 1_000_000 },
+            ],
+            ..NetStats::default()
+        };
+        let mut s = String::new();
+        render(&mut s, &AppStats::default(), Some(&net));
+        assert!(
+            s.ends_with(concat!(
+                ",\"driver_restarts\":3,\"tx_kicks\":7,\"restarts\":[",
+                "{\"restart\":3,\"cause\":\"stall-tx\",\"fault_to_running_ms\":11.000,\"fault_to_traffic_ms\":455.123},",
+                "{\"restart\":2,\"cause\":\"a\\\"b\\\\c\\u000a\\u0000\\u007f\\ufffd\\u00e9\\ud83d\\ude00\\ufffd\",\"fault_to_running_ms\":9.007,\"fault_to_traffic_ms\":0.041},",
+                "{\"restart\":1,\"cause\":\"page fault\",\"fault_to_running_ms\":null,\"fault_to_traffic_ms\":1000.000}",
+                "]}}\n"
+            )),
+            "{s}"
+        );
+        assert!(s.is_ascii());
+        let v: serde_json::Value = serde_json::from_str(&s).expect("valid JSON");
+        let r = &v["net"]["restarts"];
+        assert_eq!(r.as_array().map(|a| a.len()), Some(3));
+        assert_eq!(r[1]["cause"], "a\"b\\c\n\u{0}\u{7f}\u{fffd}\u{e9}\u{1f600}\u{fffd}");
+        assert_eq!(r[0]["fault_to_traffic_ms"].as_f64(), Some(455.123));
+        // Every byte value alone, and every two-byte pair starting with a non-ASCII byte.
+        for a in 0..=255u8 {
+            for b in [None, Some(0u8), Some(0x80), Some(0xbf), Some(b'"'), Some(0xff)] {
+                let mut cause = alloc::vec![a];
+                cause.extend(b);
+                let mut s = String::new();
+                json_string(&mut s, &cause);
+                let back: String = serde_json::from_str(&s).unwrap_or_else(|e| panic!("{cause:?} -> {s}: {e}"));
+                assert_eq!(back, String::from_utf8_lossy(&cause), "{cause:?} -> {s}");
+            }
+        }
     }
 }

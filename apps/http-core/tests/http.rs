@@ -189,6 +189,17 @@ fn index_stats_404_405_head_on_one_keep_alive_connection() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-length").unwrap(), http_core::INDEX_HTML.len().to_string());
 
+    // A driver restart as the net server's NIC shell records it (cause bytes that are not polite
+    // text), and two transmit kicks: they reach the page through Request::Stats.
+    let dev = net.guest.server.device_counters();
+    dev.tx_kicks.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+    dev.restarts.record(&libsock::net_api::RestartStat {
+        restart: 1,
+        cause: *b"page \"fault\"\n\xff\0\0",
+        fault_to_running_us: 11_000,
+        fault_to_traffic_us: 41_500,
+    });
+
     let r = c.get("/stats");
     assert_eq!((r.status, r.header("content-type")), (200, Some("application/json")));
     let v: serde_json::Value = serde_json::from_slice(&r.body).expect("valid JSON");
@@ -208,6 +219,12 @@ fn index_stats_404_405_head_on_one_keep_alive_connection() {
     let conns: u64 = workers.iter().map(|w| w["connections"].as_u64().unwrap()).sum();
     assert_eq!(conns, 1, "this connection: {v}");
     assert_eq!((v["net"]["ring_drops"].as_u64(), v["net"]["driver_restarts"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(v["net"]["tx_kicks"], 2, "{v}");
+    let restarts = v["net"]["restarts"].as_array().expect("restarts list");
+    assert_eq!(restarts.len(), 1, "{v}");
+    assert_eq!(restarts[0]["restart"], 1);
+    assert_eq!(restarts[0]["cause"], "page \"fault\"\n\u{fffd}");
+    assert_eq!((restarts[0]["fault_to_running_ms"].as_f64(), restarts[0]["fault_to_traffic_ms"].as_f64()), (Some(11.0), Some(41.5)));
 
     // Connection: close is honoured: the answer says so and the connection ends.
     c.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");

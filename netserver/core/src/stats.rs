@@ -210,7 +210,7 @@ impl RecentRestarts {
             }
         }
         let found = found.get_mut(..n).unwrap_or(&mut []);
-        found.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        found.sort_unstable_by_key(|f| core::cmp::Reverse(f.0));
         let mut list = net_api::BoundedList::new();
         for (_, r) in found.iter() {
             let _ = list.push(*r);

@@ -93,7 +93,23 @@ fn stats_follow_connections() {
 
     n.b.server.device_counters().ring_drops.fetch_add(3, std::sync::atomic::Ordering::Relaxed);
     let s = cb.stats().unwrap();
-    assert_eq!((s.ring_drops, s.driver_restarts), (3, 0));
+    assert_eq!((s.ring_drops, s.driver_restarts, s.tx_kicks), (3, 0, 0));
+    assert!(s.recent_restarts.is_empty());
+    // The shell's transmit kicks and restart records come back, the restarts newest first.
+    let dev = n.b.server.device_counters();
+    dev.tx_kicks.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+    let restart = |k: u32, cause: &str| net_api::RestartStat {
+        restart: k,
+        cause: net_api::RestartStat::cause_from_str(cause),
+        fault_to_running_us: u64::from(k) * 1000,
+        fault_to_traffic_us: u64::from(k) * 4000,
+    };
+    for (k, cause) in [(1, "page fault"), (2, "hang"), (3, "stall-tx"), (4, "panic"), (5, "reported faulty")] {
+        dev.restarts.record(&restart(k, cause));
+    }
+    let s = cb.stats().unwrap();
+    assert_eq!(s.tx_kicks, 2);
+    assert_eq!(s.recent_restarts.as_slice(), &[restart(5, "reported faulty"), restart(4, "panic"), restart(3, "stall-tx"), restart(2, "hang")]);
     drop(streams);
     drop(held);
 
