@@ -187,9 +187,9 @@ fn serve_http(s: TcpStream, paused: &AtomicBool, restarts: &AtomicU64) {
                 (0..n).map(traffic::bytes_pattern).collect(),
             )
         } else if path == "/stats" {
+            let n = restarts.load(SeqCst);
             let j = format!(
-                "{{\"net\":{{\"driver_restarts\":{}}}}}",
-                restarts.load(SeqCst)
+                "{{\"net\":{{\"driver_restarts\":{n},\"restarts\":[{{\"restart\":{n},\"cause\":\"fake\"}}]}}}}"
             );
             ("200 OK".into(), j.into_bytes())
         } else {
@@ -243,6 +243,7 @@ fn a_guest_that_always_recovers_passes_with_every_kind_measured() {
     assert_eq!(r.restarts, 8);
     assert_eq!(r.supervisor_restarts, Some(8));
     assert_eq!(r.stats_driver_restarts, Some(8));
+    assert_eq!(r.stats_newest_restart, Some((8, "fake".to_string())));
     assert!(r.uninjected_restarts.is_empty());
     for k in control::KINDS {
         assert!(r.faults.iter().any(|f| f.kind == k && f.recovered), "{k}");

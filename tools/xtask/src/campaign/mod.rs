@@ -522,11 +522,12 @@ fn drive(
             _ => None,
         })
         .collect();
-    report.stats_driver_restarts = if aborted.is_none() {
-        driver_restarts_from_stats(a.http)
-    } else {
-        None
-    };
+    if aborted.is_none() {
+        if let Some(st) = restarts_from_stats(a.http) {
+            report.stats_driver_restarts = st.driver_restarts;
+            report.stats_newest_restart = st.newest;
+        }
+    }
     report.set_counters(&counters);
     report.aborted = aborted.or(stopped);
     report.finish();
@@ -709,14 +710,30 @@ fn http_get(addr: SocketAddr, path: &str) -> Option<(u32, String)> {
     Some((status, body))
 }
 
-/// `net.driver_restarts` of `/stats` (null until the net server counts them).
-fn driver_restarts_from_stats(http: SocketAddr) -> Option<u64> {
+/// What `/stats` says about driver restarts.
+struct StatsRestarts {
+    /// `net.driver_restarts` (null until the net server counts them).
+    driver_restarts: Option<u64>,
+    /// The newest entry of `net.restarts`: its number and cause.
+    newest: Option<(u64, String)>,
+}
+
+fn restarts_from_stats(http: SocketAddr) -> Option<StatsRestarts> {
     let (status, body) = http_get(http, "/stats")?;
     if status != 200 {
         return None;
     }
     let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    v.pointer("/net/driver_restarts")?.as_u64()
+    let newest = v.pointer("/net/restarts/0").and_then(|r| {
+        Some((
+            r.get("restart")?.as_u64()?,
+            r.get("cause")?.as_str()?.to_string(),
+        ))
+    });
+    Some(StatsRestarts {
+        driver_restarts: v.pointer("/net/driver_restarts").and_then(|n| n.as_u64()),
+        newest,
+    })
 }
 
 /// The campaign's name among the tests of `cargo xtask test` (and its filter).

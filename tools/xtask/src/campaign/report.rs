@@ -88,6 +88,8 @@ pub struct Report {
     pub faults: Vec<FaultRecord>,
     pub restarts: u64,
     pub stats_driver_restarts: Option<u64>,
+    /// The newest restart `/stats` details (number, cause), read once traffic has resumed.
+    pub stats_newest_restart: Option<(u64, String)>,
     /// The root task's count (`restarts` on the control channel).
     pub supervisor_restarts: Option<u64>,
     /// Other components dying, restarts of them.
@@ -230,7 +232,36 @@ impl Report {
         if self.echo_verified == 0 && self.http_requests == 0 {
             f.push("no traffic was verified".into());
         }
+        if let Some(p) = self.stats_problem() {
+            f.push(p);
+        }
         self.failures = f;
+    }
+
+    /// Whether `/stats` shows the restarts (issue 5, "visibility"): the newest one by the
+    /// number the supervisor gave it, with a cause. Only judged when `/stats` answered after a
+    /// complete campaign. `driver_restarts` counts the incarnations the net server attached to,
+    /// so it may be lower than the supervisor's count (a driver restarted twice before the net
+    /// server saw the first new epoch) but never higher.
+    fn stats_problem(&self) -> Option<String> {
+        if self.aborted.is_some() || self.restarts == 0 {
+            return None;
+        }
+        let n = self.stats_driver_restarts?;
+        if n == 0 || n > self.restarts {
+            return Some(format!(
+                "/stats shows {n} driver restarts, the root task announced {}",
+                self.restarts
+            ));
+        }
+        match &self.stats_newest_restart {
+            Some((k, cause)) if *k == self.restarts && !cause.is_empty() => None,
+            Some((k, cause)) => Some(format!(
+                "/stats: newest restart #{k} ({cause:?}), the root task announced #{}",
+                self.restarts
+            )),
+            None => Some("/stats lists no restart".into()),
+        }
     }
 
     /// The long campaign's targets, met or not.
@@ -358,6 +389,7 @@ impl Report {
             "per_kind": per_kind,
             "targets": self.targets(),
             "stats_driver_restarts": self.stats_driver_restarts,
+            "stats_newest_restart": self.stats_newest_restart.as_ref().map(|(k, c)| json!({"restart": k, "cause": c})),
             "supervisor_restarts": self.supervisor_restarts,
             "boot_s": self.boot_s,
             "duration_s": self.duration_s,
@@ -558,6 +590,9 @@ mod tests {
             echo_verified: 1000,
             tcp_established: 4,
             tcp_survived: 4,
+            restarts: 2,
+            stats_driver_restarts: Some(2),
+            stats_newest_restart: Some((2, "crash".into())),
             ..Report::default()
         }
     }
@@ -590,6 +625,26 @@ mod tests {
                 Box::new(|r| r.unexpected.push("netserver".into())),
             ),
             ("no traffic", Box::new(|r| r.echo_verified = 0)),
+            (
+                "/stats shows 3",
+                Box::new(|r| r.stats_driver_restarts = Some(3)),
+            ),
+            (
+                "/stats shows 0",
+                Box::new(|r| r.stats_driver_restarts = Some(0)),
+            ),
+            (
+                "newest restart #1",
+                Box::new(|r| r.stats_newest_restart = Some((1, "x".into()))),
+            ),
+            (
+                "newest restart #2 (\"\")",
+                Box::new(|r| r.stats_newest_restart = Some((2, String::new()))),
+            ),
+            (
+                "lists no restart",
+                Box::new(|r| r.stats_newest_restart = None),
+            ),
         ];
         for (what, f) in defects {
             let mut r = base();
@@ -606,5 +661,16 @@ mod tests {
         r.finish();
         assert!(r.passed());
         assert_eq!(r.json()["udp"]["lost"], 3);
+        // The net server may have attached to fewer incarnations than were started; a /stats
+        // that did not answer is not judged.
+        for f in [
+            |r: &mut Report| r.stats_driver_restarts = Some(1),
+            |r: &mut Report| r.stats_driver_restarts = None,
+        ] {
+            let mut r = base();
+            f(&mut r);
+            r.finish();
+            assert!(r.passed(), "{:?}", r.failures);
+        }
     }
 }
