@@ -399,7 +399,11 @@ fn print_table(v: &Value) {
         ),
         (
             "raw IPC same core, bytes, both sides using the FPU",
-            format!("{} (p50 {})", num("/guest/raw_local_fpu_bytes_cycles", 0), num("/guest/raw_local_fpu_bytes_p50", 0)),
+            format!(
+                "{} (p50 {})",
+                num("/guest/raw_local_fpu_bytes_cycles", 0),
+                num("/guest/raw_local_fpu_bytes_p50", 0)
+            ),
             "cycles".into(),
         ),
         (
