@@ -19,7 +19,8 @@
 //!   other memory. There is no IOMMU: the translation is the identity plus an offset, no bounce
 //!   buffers, `unshare` does nothing.
 //! - [`PortCam`]: PCI configuration space through an I/O-port capability (0xCF8/0xCFC), for
-//!   `virtio_drivers::transport::pci`.
+//!   `virtio_drivers::transport::pci`; [`CachedCam`] answers repeated reads and BAR sizing of
+//!   the driver's function from a [`ConfigShadow`] (each port access is slow under TCG).
 //! - [`VirtioNic`]: a safe face over `VirtIONetRaw`'s `unsafe` token API. It keeps the
 //!   validated [`netif::RxBuffer`] / [`netif::TxFrame`] of every token the device holds, so each
 //!   buffer given to the device is given back exactly once, with the same bytes, and this process
@@ -34,18 +35,18 @@ extern crate std;
 
 mod dma;
 mod hal;
+#[cfg(feature = "host-test")]
+pub mod host;
 mod mapping;
 mod nic;
 mod pci;
 #[cfg(feature = "rt")]
 mod rt;
-#[cfg(feature = "host-test")]
-pub mod host;
 
 pub use dma::{DmaPool, PageBitmap};
 pub use hal::{HalError, Sel4Hal};
 pub use mapping::{DeviceWindow, Mapping, ViewError, Window};
 pub use nic::{NicError, VirtioNic};
-pub use pci::PortCam;
+pub use pci::{CachedCam, ConfigShadow, PortCam};
 #[cfg(feature = "rt")]
 pub use rt::take_region;

@@ -103,7 +103,9 @@ pub fn place_bar<C: ConfigurationAccess>(
 ) -> Result<Placed, PciSetupError> {
     let (_, command) = root.get_status_command(df);
     let info = root.bar_info(df, bar)?;
-    let Some(BarInfo::Memory { address, size, .. }) = info else { return Err(PciSetupError::NotMemoryBar(bar)) };
+    let Some(BarInfo::Memory { address, size, .. }) = info else {
+        return Err(PciSetupError::NotMemoryBar(bar));
+    };
     let two = info.as_ref().is_some_and(BarInfo::takes_two_entries);
     if size == 0 || size > len || !paddr.is_multiple_of(size) {
         return Err(PciSetupError::DoesNotFit { size, paddr, len });
@@ -111,13 +113,25 @@ pub fn place_bar<C: ConfigurationAccess>(
     if !two && paddr > u64::from(u32::MAX) {
         return Err(PciSetupError::Above4G);
     }
-    root.set_command(df, command & !Command::MEMORY_SPACE);
-    if two {
-        root.set_bar_64(df, bar, paddr);
-    } else {
-        root.set_bar_32(df, bar, paddr as u32);
+    // A restarted driver finds the BAR where its predecessor put it: moving it again would
+    // only cost QEMU two rebuilds of its memory map.
+    if address != paddr {
+        root.set_command(df, command & !Command::MEMORY_SPACE);
+        if two {
+            root.set_bar_64(df, bar, paddr);
+        } else {
+            root.set_bar_32(df, bar, paddr as u32);
+        }
     }
-    let enabled = (command | Command::MEMORY_SPACE | Command::BUS_MASTER) & !Command::INTERRUPT_DISABLE;
-    root.set_command(df, enabled);
-    Ok(Placed { bar, size, firmware: address, paddr })
+    let enabled =
+        (command | Command::MEMORY_SPACE | Command::BUS_MASTER) & !Command::INTERRUPT_DISABLE;
+    if address != paddr || enabled != command {
+        root.set_command(df, enabled);
+    }
+    Ok(Placed {
+        bar,
+        size,
+        firmware: address,
+        paddr,
+    })
 }
