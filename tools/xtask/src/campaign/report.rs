@@ -15,6 +15,8 @@ use std::time::Duration;
 pub const SURVIVAL_TARGET_PCT: f64 = 99.0;
 /// Faults the long campaign must inject.
 pub const FAULTS_TARGET: usize = 1000;
+/// Fault to traffic flowing again in the guest, at p50 under TCG (issue 5), in ms.
+pub const TRAFFIC_P50_TARGET_MS: f64 = 50.0;
 
 #[derive(Clone, Debug, Default)]
 pub struct FaultRecord {
@@ -272,6 +274,8 @@ impl Report {
             "all_recovered": !unrecovered && self.injected() == self.planned && self.aborted.is_none(),
             "zero_bytes_lost": self.bytes_lost() == 0 && self.bytes_corrupted() == 0,
             "survival_ge_99_pct": self.survival_pct().is_some_and(|p| p >= SURVIVAL_TARGET_PCT),
+            "fault_to_traffic_p50_le_50_ms": percentile(&Self::column(&self.faults.iter().collect::<Vec<_>>(), |f| f.guest_traffic_ms), 0.5)
+                .is_some_and(|p| p <= TRAFFIC_P50_TARGET_MS),
         })
     }
 
@@ -546,11 +550,12 @@ impl Report {
         let t = self.targets();
         let met = |k: &str| if t[k] == true { "met" } else { "MISSED" };
         println!(
-            "    long-campaign targets: ≥ {FAULTS_TARGET} faults {}, all recovered {}, 0 bytes lost {}, ≥ {SURVIVAL_TARGET_PCT} % connections survive {}",
+            "    long-campaign targets: ≥ {FAULTS_TARGET} faults {}, all recovered {}, 0 bytes lost {}, ≥ {SURVIVAL_TARGET_PCT} % connections survive {}, fault → traffic p50 ≤ {TRAFFIC_P50_TARGET_MS} ms {}",
             met("faults_ge_1000"),
             met("all_recovered"),
             met("zero_bytes_lost"),
-            met("survival_ge_99_pct")
+            met("survival_ge_99_pct"),
+            met("fault_to_traffic_p50_le_50_ms")
         );
         for f in &self.failures {
             println!("    FAILED: {f}");
@@ -610,6 +615,7 @@ mod tests {
         assert_eq!(j["targets"]["all_recovered"], true);
         assert_eq!(j["targets"]["faults_ge_1000"], false);
         assert_eq!(j["targets"]["survival_ge_99_pct"], true);
+        assert_eq!(j["targets"]["fault_to_traffic_p50_le_50_ms"], true);
 
         type Defect = Box<dyn Fn(&mut Report)>;
         let defects: Vec<(&str, Defect)> = vec![
