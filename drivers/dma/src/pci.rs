@@ -44,34 +44,26 @@ impl PortCam {
     }
 }
 
+impl PortCam {
+    /// Counts the access and latches its address; false when the port access was refused
+    /// (capability missing or not covering the ports).
+    fn select(&self, df: DeviceFunction, register: u8) -> bool {
+        ACCESSES.fetch_add(1, Relaxed);
+        self.ports.out32(u64::from(CONFIG_ADDRESS), u64::from(Self::address(df, register))).is_ok()
+    }
+}
+
 impl ConfigurationAccess for PortCam {
     fn read_word(&self, df: DeviceFunction, register: u8) -> u32 {
-        ACCESSES.fetch_add(1, Relaxed);
-        // A refused port access (capability missing or not covering the ports) reads as "no
-        // device" (all ones), which enumeration skips.
-        if self
-            .ports
-            .out32(
-                u64::from(CONFIG_ADDRESS),
-                u64::from(Self::address(df, register)),
-            )
-            .is_err()
-        {
+        // A refused access reads as "no device" (all ones), which enumeration skips.
+        if !self.select(df, register) {
             return u32::MAX;
         }
         self.ports.in32(CONFIG_DATA).unwrap_or(u32::MAX)
     }
 
     fn write_word(&mut self, df: DeviceFunction, register: u8, data: u32) {
-        ACCESSES.fetch_add(1, Relaxed);
-        if self
-            .ports
-            .out32(
-                u64::from(CONFIG_ADDRESS),
-                u64::from(Self::address(df, register)),
-            )
-            .is_ok()
-        {
+        if self.select(df, register) {
             let _ = self.ports.out32(u64::from(CONFIG_DATA), u64::from(data));
         }
     }
