@@ -1,10 +1,11 @@
 //! Cross-core wake-ups: a thread on core 0 signals a notification that a thread on core 1 waits
 //! on: ping-pong with both cores idle between turns; then after a pause with core 1 idle in
 //! between (the kernel must send a reschedule IPI to wake it), waiting for the wake-up with and
-//! without the spin-loop hint; then with a lower-priority thread on core 1 entering the kernel
-//! without pause (the IPI must preempt it; the two cores race for the kernel lock). Prints how long the wake-ups
-//! took, in TSC time, and fails when one took longer than `LATE_MS` or never came (`LOST_MS`).
-//! The net server's worker 1 and its timer depend on exactly this (netserver/server/README.md,
+//! without the spin-loop hint; then the PIT's interrupt, taken on core 0, waking a thread on
+//! core 1 every 10 ms; then with a lower-priority thread on core 1 entering the kernel without
+//! pause (the IPI must preempt it; the two cores race for the kernel lock). Prints how long the
+//! wake-ups took, in TSC time, and fails when one took longer than `LATE_MS` or never came
+//! (`LOST_MS`). The net server's worker 1 depends on exactly this (netserver/server/README.md,
 //! "Cross-core wake-ups stall").
 #![no_std]
 #![no_main]
@@ -62,17 +63,74 @@ fn main(_: &'static sel4_rt::StartInfo) {
     // another vCPU): core 1 must still run its woken thread at once. Under `-icount` (one host
     // thread for both vCPUs, turn about) it does not (tests/qemu/controls/wakeup-icount.toml).
     let computing = rounds(bell, mhz, "core 0 computing", false);
+    // Wake-ups that start in an interrupt: the PIT's, which seL4 takes on core 0.
+    let ticks = match interrupt_wakeups(ack, mhz) {
+        Ok(ok) => ok,
+        Err(e) => {
+            println!("interrupt wake-ups: {e}");
+            false
+        }
+    };
     // A thread below the sleeper, on its core, in and out of the kernel all the time.
     sel4_rt::thread::spawn("spinner", || loop {
         sel4::syscall::yield_now();
     })
     .expect("thread `spinner` is declared");
     let busy = rounds(bell, mhz, "core 1 busy", true);
-    if pingpong && idle && computing && busy {
+    if pingpong && idle && computing && ticks && busy {
         println!("TEST PASS: cross-core-wakeups");
     } else {
         println!("TEST FAIL: late or lost cross-core wake-ups");
     }
+}
+
+/// Timer ticks the interrupt pass counts, per half (10 ms apart).
+const TICKS: u32 = 150;
+/// TSC of the ticker's latest wake-up, and the longest gap between two, in TSC ticks.
+static LAST_TICK: AtomicU64 = AtomicU64::new(0);
+static WORST_GAP: AtomicU64 = AtomicU64::new(0);
+static TICKS_SEEN: AtomicU64 = AtomicU64::new(0);
+
+/// The PIT interrupts every 10 ms, delivered (on core 0) to a notification that the `ticker`
+/// thread on core 1 waits on, for `TICKS` ticks with core 0 idle (the main thread blocked) and
+/// `TICKS` with core 0 computing. Whether no two wake-ups of the ticker were more than
+/// `LATE_MS` apart.
+fn interrupt_wakeups(ack: sel4::Cap<Notification>, mhz: u64) -> Result<bool, &'static str> {
+    let ports: sel4::Cap<sel4::X86IoPort> = sel4_rt::cap("pit").ok_or("io_port `pit` not granted")?;
+    let irq: sel4::Cap<sel4::IrqHandler> = sel4_rt::cap("pit_irq").ok_or("irq `pit_irq` not granted")?;
+    let tick: sel4::Cap<Notification> = sel4_rt::cap("tick").ok_or("notification `tick` not granted")?;
+    // Channel 0, lobyte/hibyte, mode 2 (rate generator), 1193182 Hz / 11932 = 100 Hz.
+    let divisor: u64 = 11_932;
+    ports.out8(0x43, 0x34).map_err(|_| "PIT command")?;
+    ports.out8(0x40, divisor & 0xff).map_err(|_| "PIT divisor")?;
+    ports.out8(0x40, divisor >> 8).map_err(|_| "PIT divisor")?;
+    let _ = irq.ack();
+    sel4_rt::thread::spawn("ticker", move || loop {
+        tick.wait();
+        let _ = irq.ack();
+        let now = rdtsc();
+        let last = LAST_TICK.swap(now, SeqCst);
+        if last != 0 {
+            WORST_GAP.fetch_max(now.wrapping_sub(last), SeqCst);
+        }
+        // After each half, tell the main thread (which may be blocked on `ack`).
+        if (TICKS_SEEN.fetch_add(1, SeqCst) + 1) % u64::from(TICKS) == 0 {
+            ack.signal();
+        }
+    })
+    .map_err(|_| "thread `ticker` is not declared")?;
+    // Core 0 idle: block until the ticker has seen TICKS ticks.
+    ack.wait();
+    let idle_gap = WORST_GAP.swap(0, SeqCst) / mhz;
+    // Core 0 computing (no `pause`) until it has seen TICKS more.
+    while TICKS_SEEN.load(SeqCst) < 2 * u64::from(TICKS) {}
+    let _ = ack.poll();
+    let busy_gap = WORST_GAP.load(SeqCst) / mhz;
+    println!(
+        "interrupt on core 0 waking core 1: {TICKS} ticks of 10 ms with core 0 idle, longest gap {} us; {TICKS} with core 0 computing, longest gap {} us",
+        idle_gap, busy_gap
+    );
+    Ok(idle_gap <= LATE_MS * 1000 && busy_gap <= LATE_MS * 1000)
 }
 
 /// `ROUNDS` round trips in which both threads block between turns, so both cores go idle:
