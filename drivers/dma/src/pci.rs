@@ -42,9 +42,7 @@ impl PortCam {
             | u32::from(df.function & 0x7) << 8
             | u32::from(register & 0xfc)
     }
-}
 
-impl PortCam {
     /// Counts the access and latches its address; false when the port access was refused
     /// (capability missing or not covering the ports).
     fn select(&self, df: DeviceFunction, register: u8) -> bool {

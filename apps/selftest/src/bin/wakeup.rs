@@ -35,8 +35,8 @@ static PING_PONG: AtomicBool = AtomicBool::new(true);
 static LATENCY: AtomicU64 = AtomicU64::new(0);
 
 fn main(_: &'static sel4_rt::StartInfo) {
-    let Some(bell) = sel4_rt::cap::<Notification>("bell") else {
-        println!("TEST FAIL: no notification `bell` granted");
+    let (Some(bell), Some(ack)) = (sel4_rt::cap::<Notification>("bell"), sel4_rt::cap::<Notification>("ack")) else {
+        println!("TEST FAIL: notifications `bell` and `ack` must be granted");
         return;
     };
     let mhz = tsc_mhz().max(1);
@@ -46,17 +46,11 @@ fn main(_: &'static sel4_rt::StartInfo) {
         LATENCY.store(now.wrapping_sub(SENT.load(SeqCst)), SeqCst);
         WOKEN.fetch_add(1, SeqCst);
         if PING_PONG.load(SeqCst) {
-            if let Some(ack) = sel4_rt::cap::<Notification>("ack") {
-                ack.signal();
-            }
+            ack.signal();
         }
     })
     .expect("thread `sleeper` is declared");
 
-    let Some(ack) = sel4_rt::cap::<Notification>("ack") else {
-        println!("TEST FAIL: no notification `ack` granted");
-        return;
-    };
     let pingpong = ping_pong(bell, ack, mhz);
     let idle = rounds(bell, mhz, "core 1 idle", true);
     // The signaller keeps computing (no `pause`, which QEMU's TCG treats as a chance to run
