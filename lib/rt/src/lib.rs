@@ -82,6 +82,21 @@ pub fn rdtsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
+/// Whether the FPU is enabled for this thread right now (CR0.TS clear).
+///
+/// seL4 5.0 switches the FPU lazily: after a context switch it stays disabled unless the thread
+/// it switched to owns the FPU state, and a thread that touches an FPU or SSE register while it
+/// is disabled traps into the kernel, which moves the state over (thousands of cycles under
+/// TCG). So, when another thread on this core used the FPU since this one last ran, "enabled"
+/// means this thread has used the FPU (and paid the trap) since it was switched back in.
+pub fn fpu_enabled() -> bool {
+    let msw: u64;
+    // SAFETY: smsw only reads the machine status word (the low bits of CR0) into a register; it
+    // is allowed in user mode because seL4 does not set CR4.UMIP.
+    unsafe { core::arch::asm!("smsw {0}", out(reg) msw, options(nomem, nostack, preserves_flags)) };
+    msw & 8 == 0
+}
+
 /// Stops this thread with a fault the supervisor recognises as a panic (an unknown syscall
 /// whose number is [`PANIC_SYSCALL`]).
 pub fn fault_now() -> ! {

@@ -647,25 +647,45 @@ pub mod bytes {
         Malformed,
     }
 
-    fn load(msg: &[u8]) -> Result<(MessageInfo, [u64; 4]), BytesError> {
+    /// Message registers that travel in CPU registers (`seL4_FastMessageRegisters` on x86_64).
+    const FAST: usize = 4;
+
+    /// Packs `msg` into message registers: the first [`FAST`] words are returned, for the CPU
+    /// registers; only longer messages write the rest into the IPC buffer. A short message so
+    /// never touches the buffer's page, which under QEMU TCG (whose TLB is flushed on every
+    /// address-space switch) saves a page walk per message.
+    fn load(msg: &[u8]) -> Result<(MessageInfo, [u64; FAST]), BytesError> {
         if msg.len() > MAX_BYTES {
             return Err(BytesError::TooLong);
         }
-        let words = ipc_buffer::write_bytes(0, msg, false);
-        let info = MessageInfo::new(msg.len() as u64, 0, 0, words as u64);
-        Ok((info, [ipc_buffer::mr(0), ipc_buffer::mr(1), ipc_buffer::mr(2), ipc_buffer::mr(3)]))
+        let mut fast = [0u64; FAST];
+        for (i, chunk) in msg.chunks(8).enumerate() {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            let word = u64::from_le_bytes(word);
+            match fast.get_mut(i) {
+                Some(r) => *r = word,
+                None => ipc_buffer::set_mr(i, word),
+            }
+        }
+        let info = MessageInfo::new(msg.len() as u64, 0, 0, msg.len().div_ceil(8) as u64);
+        Ok((info, fast))
     }
 
-    /// Copies a received byte message (`info`, first four registers `mr`) into `out`.
-    pub fn unload(info: MessageInfo, mr: [u64; 4], out: &mut [u8]) -> Result<usize, BytesError> {
+    /// Copies a received byte message (`info`, first four registers `mr`) into `out`. Words
+    /// beyond the first four are read from the IPC buffer (only then is it touched).
+    pub fn unload(info: MessageInfo, mr: [u64; FAST], out: &mut [u8]) -> Result<usize, BytesError> {
         let len = info.label() as usize;
         if len > out.len() || len.div_ceil(8) > info.length() as usize {
             return Err(BytesError::Malformed);
         }
-        for (i, &w) in mr.iter().enumerate() {
-            ipc_buffer::set_mr(i, w);
+        for (i, chunk) in out[..len].chunks_mut(8).enumerate() {
+            let word = match mr.get(i) {
+                Some(&w) => w,
+                None => ipc_buffer::mr(i),
+            };
+            chunk.copy_from_slice(&word.to_le_bytes()[..chunk.len()]);
         }
-        ipc_buffer::read_bytes(0, &mut out[..len]);
         Ok(len)
     }
 

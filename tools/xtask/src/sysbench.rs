@@ -422,6 +422,11 @@ fn print_table(v: &Value) {
             "cycles".into(),
         ),
         (
+            "  calls made after the client used the FPU (lazy-FPU trap)",
+            format!("{} of {}", num("/guest/noop_calls_client_fpu", 0), num("/guest/n", 0)),
+            "".into(),
+        ),
+        (
             "  calls below the split (geo. mean of raw medians)",
             format!(
                 "{} of {}",

@@ -24,13 +24,14 @@ use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt::Write as _;
+use core::sync::atomic::{AtomicU64, Ordering};
 use core::time::Duration;
 
 use libsock::net_api::codec::encode_request;
 use libsock::net_api::{Request, MAX_MSG};
 use libsock::sel4::Sel4Transport;
 use libsock::{Client, Domain, Errno, MsgFlags, SockAddr, SockOpt, SockType, SocketHandle, TcpStream,
-    Transport};
+    Transport, Wake};
 use sel4::{Cap, Endpoint, MessageInfo};
 use sel4_rt::{println, rdtsc, StartInfo};
 
@@ -42,14 +43,45 @@ const WARMUP: u64 = 1_000;
 const SEND_BYTES: usize = 1 << 20;
 const CHUNK: usize = 64 << 10;
 
-type C = Client<Sel4Transport>;
+type C = Client<FpuProbe>;
+
+/// The seL4 transport, noting for each call whether this thread had the FPU enabled when it
+/// made it (`sel4_rt::fpu_enabled`, two instructions). The net server uses the FPU on every
+/// call, so "enabled" at a call means the client used the FPU since the previous answer - and
+/// paid a lazy-FPU trap for it. The no-op loop reports how many of its calls did.
+struct FpuProbe {
+    inner: Sel4Transport,
+    fpu_calls: AtomicU64,
+}
+
+impl Transport for FpuProbe {
+    type Region = <Sel4Transport as Transport>::Region;
+    fn call(&self, request: &[u8], response: &mut [u8]) -> Result<usize, Errno> {
+        if sel4_rt::fpu_enabled() {
+            self.fpu_calls.fetch_add(1, Ordering::Relaxed);
+        }
+        self.inner.call(request, response)
+    }
+    fn wait(&self, timeout: Option<Duration>) -> Wake {
+        self.inner.wait(timeout)
+    }
+    fn now(&self) -> Duration {
+        self.inner.now()
+    }
+    fn region(&self) -> &Self::Region {
+        self.inner.region()
+    }
+    fn relax(&self) {
+        self.inner.relax()
+    }
+}
 
 fn main(_info: &'static StartInfo) {
     let Some(transport) = Sel4Transport::from_start_info() else {
         println!("cannot start: grants `net`, `net-wake`, `net-data` missing");
         return;
     };
-    let client = match Client::new(transport) {
+    let client = match Client::new(FpuProbe { inner: transport, fpu_calls: AtomicU64::new(0) }) {
         Ok(c) => Arc::new(c),
         Err(e) => {
             println!("cannot start: hello to the net server: {e}");
@@ -105,9 +137,9 @@ fn main(_info: &'static StartInfo) {
     }
 
     match noop_calls(&client, h) {
-        Ok((t, trips)) => {
+        Ok((t, trips, fpu)) => {
             stats(&mut json, "noop", &t);
-            let _ = write!(json, ",\"noop_round_trips_per_call\":{trips}");
+            let _ = write!(json, ",\"noop_round_trips_per_call\":{trips},\"noop_calls_client_fpu\":{fpu}");
             // The calls are served by whichever IPC thread of the net server waits longest
             // (one per core), so they are bimodal: split them at the geometric mean of the raw
             // same-core and other-core medians (request-sized bytes) and report each mode.
@@ -218,7 +250,7 @@ fn raw_ipc(json: &mut String, key: &str, ep: Cap<Endpoint>, bytes: &[u8]) -> (Ve
 
 /// Per-call cycles of `getsockopt` through libsock and the net server (sorted), and libsock's
 /// round trips per call (must be 1).
-fn noop_calls(client: &Arc<C>, h: SocketHandle) -> Result<(Vec<u64>, u64), Errno> {
+fn noop_calls(client: &Arc<C>, h: SocketHandle) -> Result<(Vec<u64>, u64, u64), Errno> {
     let mut err = None;
     let mut call = |_| match client.getsockopt(h, SockOpt::RcvBuf) {
         Ok(_) => true,
@@ -229,13 +261,15 @@ fn noop_calls(client: &Arc<C>, h: SocketHandle) -> Result<(Vec<u64>, u64), Errno
     };
     let _ = timed(WARMUP, &mut call);
     let r0 = client.round_trips();
+    let f0 = client.transport().fpu_calls.load(Ordering::Relaxed);
     let t = timed(N, &mut call);
     let trips = (client.round_trips() - r0) / N;
+    let fpu = client.transport().fpu_calls.load(Ordering::Relaxed) - f0;
     if let Some(e) = err {
         return Err(e);
     }
     client.close(h)?;
-    Ok((t, trips))
+    Ok((t, trips, fpu))
 }
 
 fn sink_head() -> String {
@@ -245,7 +279,7 @@ fn sink_head() -> String {
 }
 
 /// Reads the answer to `POST /sink` until the server closes; checks the length it reports.
-fn finish_sink(stream: &TcpStream<Sel4Transport>) -> Result<(), Errno> {
+fn finish_sink(stream: &TcpStream<FpuProbe>) -> Result<(), Errno> {
     let mut answer = vec![0u8; 4096];
     let mut got = 0;
     loop {

@@ -1,5 +1,6 @@
 //! The client side of the IPC self-test. One binary serves both clients: `ping` (badge 7)
-//! fills the shared region, rings, echoes and parks; `ping2` (badge 8) releases the parked call.
+//! fills the shared region, rings, echoes and parks; `ping2` (badge 8) releases the parked call;
+//! `bytes` (badge 9) sends byte messages (`sel4::bytes`) of every length.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -20,6 +21,10 @@ fn main(info: &'static StartInfo) {
         } else {
             println!("TEST FAIL: release got {value}");
         }
+        return;
+    }
+    if info.name == "bytes" {
+        byte_messages(ep);
         return;
     }
     let bell: Cap<Notification> = sel4_rt::cap("bell").expect("notification `bell` granted");
@@ -46,5 +51,38 @@ fn main(info: &'static StartInfo) {
         println!("TEST PASS: parked (deferred reply {value})");
     } else {
         println!("TEST FAIL: park got {value}");
+    }
+}
+
+/// Byte messages of every length from 0 to `MAX_BYTES`: the first four words travel in CPU
+/// registers, the rest in the IPC buffer; `pong` answers each with its bytes reversed and
+/// complemented. Also: a reply longer than the caller's buffer is refused, and so is an
+/// over-long request.
+fn byte_messages(ep: Cap<Endpoint>) {
+    use sel4::bytes::{BytesError, MAX_BYTES};
+    let mut request = [0u8; MAX_BYTES + 1];
+    let mut reply = [0u8; MAX_BYTES];
+    let mut bad = 0;
+    for len in 0..=MAX_BYTES {
+        for (i, b) in request[..len].iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(31) ^ (len as u8);
+        }
+        reply.fill(0xee);
+        match ep.call_bytes(&request[..len], &mut reply) {
+            Ok(n) if n == len && (0..len).all(|i| reply[i] == !request[len - 1 - i]) => {}
+            other => {
+                if bad < 3 {
+                    println!("TEST FAIL: byte message of {len} bytes: {other:?}");
+                }
+                bad += 1;
+            }
+        }
+    }
+    let short = ep.call_bytes(&request[..40], &mut reply[..39]);
+    let long = ep.call_bytes(&request, &mut reply);
+    if bad == 0 && short == Err(BytesError::Malformed) && long == Err(BytesError::TooLong) {
+        println!("TEST PASS: byte-messages (0..={MAX_BYTES} bytes echoed; short buffer and over-long request refused)");
+    } else {
+        println!("TEST FAIL: byte messages: {bad} wrong, short buffer {short:?}, over-long {long:?}");
     }
 }

@@ -17,6 +17,9 @@ const PARK: u64 = 2;
 const RELEASE: u64 = 3;
 const PING_BADGE: u64 = 7;
 const PING2_BADGE: u64 = 8;
+/// `bytes` sends byte messages (`sel4::bytes`, label = length): answered reversed and
+/// complemented.
+const BYTES_BADGE: u64 = 9;
 
 fn main(info: &'static StartInfo) {
     let ep: Cap<Endpoint> = sel4_rt::cap("pp").expect("endpoint `pp` granted");
@@ -42,7 +45,26 @@ fn main(info: &'static StartInfo) {
     // Calls: echo replies at once; PARK is answered only after RELEASE arrives (and vice versa).
     let (mut parked, mut released) = (false, false);
     let (mut badge, mut msg, mut mr) = ep.recv();
+    let mut bytes = [0u8; sel4::bytes::MAX_BYTES];
     loop {
+        if badge == BYTES_BADGE {
+            let reply = match sel4::bytes::unload(msg, mr, &mut bytes) {
+                Ok(n) => {
+                    bytes[..n].reverse();
+                    bytes[..n].iter_mut().for_each(|b| *b = !*b);
+                    &bytes[..n]
+                }
+                Err(e) => {
+                    println!("TEST FAIL: byte message refused: {e:?}");
+                    &[][..]
+                }
+            };
+            match ep.reply_recv_bytes(reply) {
+                Ok(next) => (badge, msg, mr) = next,
+                Err(_) => (badge, msg, mr) = ep.recv(),
+            }
+            continue;
+        }
         match msg.label() {
             ECHO => {
                 if badge != PING_BADGE {
