@@ -8,12 +8,10 @@
 
 extern crate alloc;
 
-use alloc::sync::Arc;
 use core::time::Duration;
 
 use bench_core::{connection_rate, download, upload};
-use libsock::sel4::Sel4Transport;
-use libsock::{Client, Errno, SockAddr, Transport};
+use libsock::{Errno, SockAddr, Transport};
 use sel4_rt::{println, StartInfo};
 
 sel4_rt::component_main!(main);

@@ -423,7 +423,7 @@ fn print_table(v: &Value) {
         ),
         (
             "  calls made after the client used the FPU (lazy-FPU trap)",
-            format!("{} of {}", num("/guest/noop_calls_client_fpu", 0), num("/guest/n", 0)),
+            format!("{} of {}", num("/guest/noop_calls_client_fpu", 0), num("/guest/noop_calls_probed", 0)),
             "".into(),
         ),
         (

@@ -6,7 +6,11 @@
 //!    message as long as the encoded no-op socket request (`sel4::bytes`, what libsock sends);
 //!    and, same core, byte messages with both partners using the FPU (`raw-local-fpu`);
 //! 2. a no-op socket call: `N` `getsockopt(SO_RCVBUF)` on a fresh TCP socket through libsock and
-//!    the net server (libsock's round-trip counter must advance by exactly `N`);
+//!    the net server (libsock's round-trip counter must advance by exactly one per call), and how
+//!    many of them were made after the client had used the FPU (`FpuProbe`);
+//!
+//!    the same-core kinds of 1 and 2 are measured interleaved, `BLOCK` calls of each in turn, so
+//!    that a change in the host's load between them does not skew their ratios;
 //! 3. a 1 MiB blocking `send` to the http app's `POST /sink` over loopback: the round trips
 //!    libsock counts, and (second connection, non-blocking `MSG_DONTWAIT` sends of ≤ 64 KiB) how
 //!    many bytes one `Send` round trip moves and how often the server answered `EAGAIN`;
@@ -19,6 +23,7 @@
 
 extern crate alloc;
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec;
@@ -30,7 +35,7 @@ use core::time::Duration;
 use libsock::net_api::codec::encode_request;
 use libsock::net_api::{Request, MAX_MSG};
 use libsock::sel4::Sel4Transport;
-use libsock::{Client, Domain, Errno, MsgFlags, SockAddr, SockOpt, SockType, SocketHandle, TcpStream,
+use libsock::{Client, Domain, Errno, MsgFlags, SockAddr, SockOpt, SockType, TcpStream,
     Transport, Wake};
 use sel4::{Cap, Endpoint, MessageInfo};
 use sel4_rt::{println, rdtsc, StartInfo};
@@ -40,6 +45,8 @@ sel4_rt::component_main!(main);
 const HTTP: SockAddr = SockAddr::v4(127, 0, 0, 1, 80);
 const N: u64 = 20_000;
 const WARMUP: u64 = 1_000;
+/// Calls of one kind in a row when kinds are interleaved.
+const BLOCK: u64 = 200;
 const SEND_BYTES: usize = 1 << 20;
 const CHUNK: usize = 64 << 10;
 
@@ -109,42 +116,76 @@ fn main(_info: &'static StartInfo) {
     let req_len = encode_request(client.epoch(), &probe, &mut req).unwrap_or(0);
     let _ = write!(json, ",\"noop_request_bytes\":{req_len}");
 
-    let mut raw = [None, None];
-    for (i, (grant, key)) in [("raw-local", "raw_local"), ("raw-remote", "raw_remote")].into_iter().enumerate() {
-        let Some(ep) = sel4_rt::cap::<Endpoint>(grant) else {
-            println!("sysbench: endpoint `{grant}` not granted; skipped");
-            continue;
-        };
-        let (_, b) = raw_ipc(&mut json, key, ep, req.get(..req_len).unwrap_or(&[]));
-        if let Some(r) = raw.get_mut(i) {
-            *r = Some(pct(&b, 50));
-        }
-    }
+    let bytes = req.get(..req_len).unwrap_or(&[]);
 
+    // The other core, on its own (a reference point, not a target).
+    let remote = match sel4_rt::cap::<Endpoint>("raw-remote") {
+        Some(ep) => {
+            let (w, b) = (timed(N, raw_words(ep)), timed(N, raw_bytes(ep, bytes)));
+            stats(&mut json, "raw_remote", &w);
+            stats(&mut json, "raw_remote_bytes", &b);
+            Some(pct(&b, 50))
+        }
+        None => {
+            println!("sysbench: endpoint `raw-remote` not granted; skipped");
+            None
+        }
+    };
+
+    // Same core: the raw round trips and the no-op socket call, interleaved so that the host's
+    // load (this machine is shared) weighs on each alike.
+    let Some(local) = sel4_rt::cap::<Endpoint>("raw-local") else {
+        println!("sysbench: endpoint `raw-local` not granted; nothing measured");
+        return;
+    };
+    let mut noop_err = None;
+    let mut kinds: Vec<(&str, Box<dyn FnMut(u64) -> bool + '_>)> = vec![
+        ("raw_local", Box::new(raw_words(local))),
+        ("raw_local_bytes", Box::new(raw_bytes(local, bytes))),
+        (
+            "noop",
+            Box::new(|_| match client.getsockopt(h, SockOpt::RcvBuf) {
+                Ok(_) => true,
+                Err(e) => {
+                    noop_err = Some(e);
+                    false
+                }
+            }),
+        ),
+    ];
     // The same-core raw round trip again, with both partners using the FPU (SSE) per call like
     // libsock and the net server do: the price of the kernel's lazy FPU switching (a trap on
     // each side per round trip).
     if let Some(ep) = sel4_rt::cap::<Endpoint>("raw-local-fpu") {
         let mut out = [0u8; MAX_MSG];
-        let bytes = req.get(..req_len).unwrap_or(&[]);
-        let mut fpu = |_| {
-            core::hint::black_box([0u64; 4]);
-            ep.call_bytes(bytes, &mut out).is_ok()
-        };
-        let _ = timed(WARMUP, &mut fpu);
-        let t = timed(N, &mut fpu);
-        stats(&mut json, "raw_local_fpu_bytes", &t);
+        kinds.push((
+            "raw_local_fpu_bytes",
+            Box::new(move |_| {
+                core::hint::black_box([0u64; 4]);
+                ep.call_bytes(bytes, &mut out).is_ok()
+            }),
+        ));
     }
-
-    match noop_calls(&client, h) {
-        Ok((t, trips, fpu)) => {
-            stats(&mut json, "noop", &t);
-            let _ = write!(json, ",\"noop_round_trips_per_call\":{trips},\"noop_calls_client_fpu\":{fpu}");
-            // The calls are served by whichever IPC thread of the net server waits longest
-            // (one per core), so they are bimodal: split them at the geometric mean of the raw
-            // same-core and other-core medians (request-sized bytes) and report each mode.
-            if let [Some(local), Some(remote)] = raw {
-                let cut = local.saturating_mul(remote).isqrt();
+    let r0 = client.round_trips();
+    let f0 = client.transport().fpu_calls.load(Ordering::Relaxed);
+    let times = interleaved(&mut kinds);
+    let trips = (client.round_trips() - r0) / (N + WARMUP);
+    let fpu_calls = client.transport().fpu_calls.load(Ordering::Relaxed) - f0;
+    let keys: Vec<&str> = kinds.iter().map(|(k, _)| *k).collect();
+    drop(kinds);
+    for (key, t) in keys.iter().zip(&times) {
+        stats(&mut json, key, t);
+    }
+    match (noop_err, times.get(2), times.get(1)) {
+        (Some(e), _, _) => println!("sysbench: no-op calls: {e}"),
+        (None, Some(t), Some(local_bytes)) => {
+            let _ = write!(json, ",\"noop_round_trips_per_call\":{trips},\"noop_calls_client_fpu\":{fpu_calls},\"noop_calls_probed\":{}", N + WARMUP);
+            // Calls can be slowed by threads of the net server on this core (workers, the
+            // timer) and by the other core, so they are bimodal: split them at the geometric
+            // mean of the raw same-core and other-core medians (request-sized bytes) and report
+            // each mode.
+            if let Some(remote) = remote {
+                let cut = pct(local_bytes, 50).saturating_mul(remote).isqrt();
                 let split = t.partition_point(|&c| c < cut);
                 let (fast, slow) = t.split_at(split);
                 let _ = write!(
@@ -156,7 +197,10 @@ fn main(_info: &'static StartInfo) {
                 );
             }
         }
-        Err(e) => println!("sysbench: no-op calls: {e}"),
+        _ => {}
+    }
+    if let Err(e) = client.close(h) {
+        println!("sysbench: close: {e}");
     }
 
     match send_blocking(&client) {
@@ -230,46 +274,44 @@ fn stats(json: &mut String, key: &str, t: &[u64]) {
     );
 }
 
-/// Raw round trips to `ep`: one-word messages, then byte messages like `bytes`.
-fn raw_ipc(json: &mut String, key: &str, ep: Cap<Endpoint>, bytes: &[u8]) -> (Vec<u64>, Vec<u64>) {
+/// A raw round trip to `ep` (it answers with `ReplyRecv`): a one-word message.
+fn raw_words(ep: Cap<Endpoint>) -> impl FnMut(u64) -> bool {
     let info = MessageInfo::new(1, 0, 0, 1);
-    let words = |i: u64| {
+    move |i| {
         let _ = ep.call(info, [i, 0, 0, 0]);
         true
-    };
-    let _ = timed(WARMUP, words);
-    let w = timed(N, words);
-    let mut out = [0u8; MAX_MSG];
-    let mut with_bytes = |_| ep.call_bytes(bytes, &mut out).is_ok();
-    let _ = timed(WARMUP, &mut with_bytes);
-    let b = timed(N, &mut with_bytes);
-    stats(json, key, &w);
-    stats(json, &alloc::format!("{key}_bytes"), &b);
-    (w, b)
+    }
 }
 
-/// Per-call cycles of `getsockopt` through libsock and the net server (sorted), and libsock's
-/// round trips per call (must be 1).
-fn noop_calls(client: &Arc<C>, h: SocketHandle) -> Result<(Vec<u64>, u64, u64), Errno> {
-    let mut err = None;
-    let mut call = |_| match client.getsockopt(h, SockOpt::RcvBuf) {
-        Ok(_) => true,
-        Err(e) => {
-            err = Some(e);
-            false
+/// A raw round trip to `ep` with a byte message like `bytes` (`sel4::bytes`, as libsock sends).
+fn raw_bytes(ep: Cap<Endpoint>, bytes: &[u8]) -> impl FnMut(u64) -> bool + '_ {
+    let mut out = [0u8; MAX_MSG];
+    move |_| ep.call_bytes(bytes, &mut out).is_ok()
+}
+
+/// Calls of each kind, `WARMUP` then `N` timed, interleaved in blocks of `BLOCK` (kind 1, kind 2,
+/// …, kind 1, …); a kind whose call fails is not called again. Each kind's cycles, sorted.
+fn interleaved(kinds: &mut [(&str, Box<dyn FnMut(u64) -> bool + '_>)]) -> Vec<Vec<u64>> {
+    let mut alive: Vec<bool> = kinds.iter_mut().map(|(_, f)| (0..WARMUP).all(|i| f(i))).collect();
+    let mut times: Vec<Vec<u64>> = kinds.iter().map(|_| Vec::with_capacity(N as usize)).collect();
+    for round in 0..N / BLOCK {
+        for (((_, f), t), alive) in kinds.iter_mut().zip(&mut times).zip(&mut alive) {
+            for i in 0..BLOCK {
+                if !*alive {
+                    break;
+                }
+                let t0 = rdtsc();
+                *alive = f(round * BLOCK + i);
+                if *alive {
+                    t.push(rdtsc() - t0);
+                }
+            }
         }
-    };
-    let _ = timed(WARMUP, &mut call);
-    let r0 = client.round_trips();
-    let f0 = client.transport().fpu_calls.load(Ordering::Relaxed);
-    let t = timed(N, &mut call);
-    let trips = (client.round_trips() - r0) / N;
-    let fpu = client.transport().fpu_calls.load(Ordering::Relaxed) - f0;
-    if let Some(e) = err {
-        return Err(e);
     }
-    client.close(h)?;
-    Ok((t, trips, fpu))
+    for t in &mut times {
+        t.sort_unstable();
+    }
+    times
 }
 
 fn sink_head() -> String {
