@@ -110,11 +110,3 @@ pub fn write_bytes(first: usize, bytes: &[u8], nul: bool) -> usize {
     }
     words
 }
-
-/// Copy `out.len()` bytes out of the message registers starting at register `first`.
-pub fn read_bytes(first: usize, out: &mut [u8]) {
-    for (w, chunk) in out.chunks_mut(8).enumerate() {
-        let bytes = mr(first + w).to_le_bytes();
-        chunk.copy_from_slice(&bytes[..chunk.len()]);
-    }
-}
