@@ -121,7 +121,9 @@ fn main(_info: &'static StartInfo) {
     // The other core, on its own (a reference point, not a target).
     let remote = match sel4_rt::cap::<Endpoint>("raw-remote") {
         Some(ep) => {
-            let (w, b) = (timed(N, raw_words(ep)), timed(N, raw_bytes(ep, bytes)));
+            let (mut words, mut with_bytes) = (raw_words(ep), raw_bytes(ep, bytes));
+            let _ = (timed(WARMUP, &mut words), timed(WARMUP, &mut with_bytes));
+            let (w, b) = (timed(N, &mut words), timed(N, &mut with_bytes));
             stats(&mut json, "raw_remote", &w);
             stats(&mut json, "raw_remote_bytes", &b);
             Some(pct(&b, 50))
@@ -176,7 +178,8 @@ fn main(_info: &'static StartInfo) {
     for (key, t) in keys.iter().zip(&times) {
         stats(&mut json, key, t);
     }
-    match (noop_err, times.get(2), times.get(1)) {
+    let measured = |key: &str| keys.iter().position(|k| *k == key).and_then(|i| times.get(i));
+    match (noop_err, measured("noop"), measured("raw_local_bytes")) {
         (Some(e), _, _) => println!("sysbench: no-op calls: {e}"),
         (None, Some(t), Some(local_bytes)) => {
             let _ = write!(json, ",\"noop_round_trips_per_call\":{trips},\"noop_calls_client_fpu\":{fpu_calls},\"noop_calls_probed\":{}", N + WARMUP);
