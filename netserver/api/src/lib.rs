@@ -30,9 +30,10 @@
 //! `EAGAIN` (a `Poll` returns "nothing ready"), and a blocking client waits on its notification
 //! and then retries. The rules that make this free of lost wake-ups:
 //!
-//! 1. *Arm under the socket lock.* When the server answers `EAGAIN`, or a poll finds an entry not
-//!    ready, it records "client wants a wake-up for this socket" while it still holds the socket's
-//!    lock, i.e. atomically with the readiness check it just did.
+//! 1. *Arm, then re-check.* When the server would answer `EAGAIN`, or a poll finds an entry not
+//!    ready, it records "client wants a wake-up for this socket" (under the socket's wake-up
+//!    lock) and then re-reads the socket's readiness word; if it became ready meanwhile, the
+//!    operation is retried. Either the re-read sees the change or the change finds the waiter.
 //! 2. *Signal on change.* Whenever an armed socket's readiness changes (data arrived, send space
 //!    freed, a connection became acceptable or established, error, hang-up, close), the server
 //!    disarms it and signals the client's notification. Signalling more often is allowed.

@@ -349,8 +349,11 @@ impl Drop for Stack {
         for s in &self.signals {
             s.signal();
         }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+        // A worker's panic (a lockdep inversion, a broken invariant) fails the test that owns
+        // this stack, instead of surfacing only as a timeout.
+        let panicked = self.threads.drain(..).filter_map(|t| t.join().err()).count();
+        if panicked > 0 && !std::thread::panicking() {
+            panic!("{panicked} net worker thread(s) panicked (message above)");
         }
     }
 }

@@ -35,10 +35,12 @@
 //!
 //! In debug builds with `std` (so in every host test) a **lockdep** keeps, per thread, the locks
 //! held, and panics before acquiring a lock that is out of order:
-//! `"lock order inversion: acquiring Sock (rank 30) while holding SockBuf (rank 70)"`. Under the
-//! seL4 profile (`panic = "abort"`) that panic is an abort. `try_lock` cannot deadlock and is
-//! recorded but not checked. Release builds and `no_std` builds compile the lockdep out (the level
-//! stays in the type; the seL4 shell may add a per-thread hook later).
+//! `"lock order inversion: acquiring Sock (rank 30) while holding SockBuf (rank 70)"`. The panic
+//! fails the test: on a test's own thread directly, on a worker thread when the test drops its
+//! [`host::Stack`](crate::host::Stack), which passes worker panics on. `try_lock` cannot deadlock
+//! and is recorded but not checked. Release builds and `no_std` builds — so the seL4 net server —
+//! compile the lockdep out: the order is checked by the host tests that run the same code, and
+//! the level stays in every lock's type.
 
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};

@@ -322,6 +322,49 @@ fn keepalive_and_options_round_trip() {
     assert_eq!(s.peer_addr().unwrap(), addr4(1, 8700));
 }
 
+/// SO_SNDBUF and SO_RCVBUF size the socket's buffers in the server (the bytes between the
+/// client's calls and the TCP state): a send never takes more than the send buffer holds, a
+/// receive never finds more than the receive buffer holds, and the stream still arrives whole.
+/// Values are clamped to 1 KiB..=4 MiB, and the getters report what is in force.
+#[test]
+fn buffer_size_options_bound_what_one_call_moves() {
+    let n = net(Impairments::default());
+    let ca = client(&n.a.server);
+    let cb = client(&n.b.server);
+    let l = TcpListener::bind(&cb, addr4(1, 8701)).unwrap();
+    let s = TcpStream::connect(&ca, addr4(1, 8701)).unwrap();
+    let (p, _) = l.accept().unwrap();
+    let get = |c: &Client, h, opt| c.getsockopt(h, opt).unwrap();
+    assert_eq!(get(&ca, s.handle(), SockOpt::SndBuf), SockOptValue::SndBuf(64 * 1024), "the configured default");
+    for (asked, in_force) in [(1u32, 1024u32), (u32::MAX, 4 << 20), (4096, 4096)] {
+        ca.setsockopt(s.handle(), SockOptValue::SndBuf(asked)).unwrap();
+        assert_eq!(get(&ca, s.handle(), SockOpt::SndBuf), SockOptValue::SndBuf(in_force));
+    }
+    cb.setsockopt(p.handle(), SockOptValue::RcvBuf(2048)).unwrap();
+    assert_eq!(get(&cb, p.handle(), SockOpt::RcvBuf), SockOptValue::RcvBuf(2048));
+
+    // One non-blocking send of 256 KiB takes at most the 4 KiB send buffer.
+    let data = pattern(3, 256 * 1024);
+    s.set_nonblocking(true).unwrap();
+    let first = s.write(&data).unwrap();
+    assert!(first > 0 && first <= 4096, "one send moved {first} bytes");
+    s.set_nonblocking(false).unwrap();
+    let rest = data[first..].to_vec();
+    let w = std::thread::spawn(move || {
+        s.write_all(&rest).unwrap();
+        s
+    });
+    // Every receive finds at most the 2 KiB receive buffer; all of it arrives in order.
+    let (mut got, mut buf) = (Vec::new(), vec![0u8; 64 * 1024]);
+    while got.len() < data.len() {
+        let k = p.read(&mut buf).unwrap();
+        assert!(k > 0 && k <= 2048, "one receive found {k} bytes");
+        got.extend_from_slice(&buf[..k]);
+    }
+    drop(w.join().unwrap());
+    assert_eq!(hash(&got), hash(&data));
+}
+
 #[test]
 fn orphan_in_fin_wait_2_is_reaped() {
     let mut a = config(0);
