@@ -228,9 +228,11 @@ impl Component {
         }
         for (i, (name, prio, core, stack)) in threads.iter().enumerate() {
             let i64_ = i as u64;
-            // Fault endpoint, badged with (component, thread).
+            // Fault endpoint, badged with (component, thread): send and grant only (what the
+            // kernel needs to deliver a fault and wait for the reply). With the read right a
+            // component could receive other components' fault messages and answer them.
             let badge = CapData::badge(fault_badge(index, i)).ok_or(BuildError("too many components".into()))?;
-            cnode.mint(SLOT_FAULT + i64_, depth, init::CNODE, fault_ep, 64, CapRights::ALL, badge)?;
+            cnode.mint(SLOT_FAULT + i64_, depth, init::CNODE, fault_ep, 64, CapRights::new(true, false, true), badge)?;
             // Own notification.
             let wake = mem.alloc_fixed(ObjectType::Notification)?;
             cnode.copy(SLOT_WAKE + i64_, depth, init::CNODE, wake.slot, 64, CapRights::ALL)?;
@@ -375,8 +377,12 @@ impl Component {
             Some(v) => v,
             None => {
                 let v = self.next_map;
-                // Leave an unmapped page between regions so overruns fault.
+                // Leave an unmapped page between regions so overruns fault. Fixed addresses
+                // start at FIXED_BASE (checked by sysdesc), so placed ones stay below it.
                 self.next_map += size + PAGE_SIZE;
+                if self.next_map > sysdesc::FIXED_BASE {
+                    return Err(BuildError(format!("{}: regions without an address reach {:#x}", self.name, sysdesc::FIXED_BASE)));
+                }
                 v
             }
         };

@@ -147,6 +147,20 @@ impl Objects {
     }
 }
 
+/// The rights a holder of a channel gets. The holder without a badge owns the channel: it
+/// receives on the endpoint, or waits on the notification (and may signal it). A holder with a
+/// badge only sends: it may call the endpoint (seL4 5.0 gives a caller a reply only through a
+/// cap with the grant right) or signal the notification, and can never receive — otherwise a
+/// client could wait on the server's endpoint and take other clients' calls and their reply
+/// capabilities, or steal the owner's wake-ups.
+pub fn holder_rights(kind: CapKind, badge: u64) -> CapRights {
+    match (kind, badge) {
+        (_, 0) => CapRights::READ_WRITE,
+        (CapKind::Endpoint, _) => CapRights::new(true, false, true),
+        _ => CapRights::new(false, false, true),
+    }
+}
+
 /// Gives component `c` every capability and mapping the description grants it.
 pub fn grant_to(c: &mut Component, system: &System, objects: &Objects, mem: &mut Memory) -> Result<()> {
     let me = c.name.clone();
@@ -158,7 +172,7 @@ pub fn grant_to(c: &mut Component, system: &System, objects: &Objects, mem: &mut
             for h in ch.holders.iter().filter(|h| h.component == me) {
                 let data = CapData::badge(h.badge)
                     .ok_or_else(|| BuildError(format!("`{}`: badge {} too large", ch.name, h.badge)))?;
-                c.grant(&h.name, kind, table[&ch.name], CapRights::ALL, data, h.badge)?;
+                c.grant(&h.name, kind, table[&ch.name], holder_rights(kind, h.badge), data, h.badge)?;
             }
         }
     }

@@ -50,8 +50,12 @@ pub const CONSOLE_VADDR: u64 = 0x3FE0_0000;
 pub const HEALTH_VADDR: u64 = 0x3FD0_0000;
 /// The heap.
 pub const HEAP_BASE: u64 = 0x4000_0000;
-/// Regions, device memory and anything else the root task maps without a fixed address.
+/// Regions, device memory and anything else the root task maps without a fixed address are
+/// placed from here up to [`FIXED_BASE`].
 pub const MAP_BASE: u64 = 0x1_0000_0000;
+/// Regions given a fixed `vaddr` must lie at or above this (and below [`USER_TOP`]), so that a
+/// fixed mapping can never land on one the root task placed.
+pub const FIXED_BASE: u64 = 0x100_0000_0000;
 /// User address space ends here (lower half of the canonical range).
 pub const USER_TOP: u64 = 0x7FFF_FFFF_F000;
 
@@ -144,7 +148,9 @@ pub const DEATH_NOTICES: u64 = 511;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Holder {
     pub component: String,
-    /// 0 grants the original (unbadged) capability: the receiving side.
+    /// 0: the owner — receives on the endpoint, waits on (and may signal) the notification.
+    /// Any other value: a send-only capability with that badge — calls or sends on the endpoint
+    /// (write and grant rights), signals the notification (write) — that can never receive.
     pub badge: u64,
     /// Name under which the component finds the capability; defaults to the channel's name.
     pub name: String,
@@ -164,7 +170,8 @@ pub struct Mapping {
     pub component: String,
     pub name: String,
     pub writable: bool,
-    /// Fixed virtual address; `None` lets the root task choose one above [`MAP_BASE`].
+    /// Fixed virtual address (in [`FIXED_BASE`]..[`USER_TOP`]); `None` lets the root task place
+    /// it from [`MAP_BASE`] up.
     pub vaddr: Option<u64>,
 }
 

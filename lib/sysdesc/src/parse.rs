@@ -4,7 +4,7 @@
 //! broken description is fixed in one pass and nothing boots with it.
 
 use super::*;
-use alloc::collections::BTreeSet;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::ToString;
 use std::fmt;
@@ -353,11 +353,28 @@ pub fn parse(text: &str, max_cores: u8) -> Result<System, Vec<DescError>> {
         if v % PAGE_SIZE != 0 {
             err(format!("region `{region}` in `{comp}`: address {v:#x} is not page aligned"));
         }
-        if *v < MAP_BASE || v.saturating_add(*size) > USER_TOP {
+        if *v < FIXED_BASE || v.saturating_add(*size) > USER_TOP {
             err(format!(
-                "region `{region}` in `{comp}`: {v:#x}..{:#x} is outside the mappable range {MAP_BASE:#x}..{USER_TOP:#x}",
+                "region `{region}` in `{comp}`: {v:#x}..{:#x} is outside the range for fixed addresses {FIXED_BASE:#x}..{USER_TOP:#x} \
+                 (below it the root task places regions without an address)",
                 v.saturating_add(*size)
             ));
+        }
+    }
+    // What the root task places from MAP_BASE (each followed by an unmapped guard page) must
+    // stay below FIXED_BASE.
+    let mut placed: BTreeMap<&str, u64> = BTreeMap::new();
+    for (comp, size) in regions
+        .iter()
+        .flat_map(|r| r.maps.iter().filter(|m| m.vaddr.is_none()).map(move |m| (m.component.as_str(), r.size)))
+        .chain(raw.mmio.iter().map(|m| (m.component.as_str(), m.size)))
+    {
+        let used = placed.entry(comp).or_insert(0);
+        *used = used.saturating_add(size.saturating_add(PAGE_SIZE));
+    }
+    for (comp, used) in placed {
+        if used > FIXED_BASE - MAP_BASE {
+            err(format!("component `{comp}`: {used:#x} bytes of regions without an address do not fit below {FIXED_BASE:#x}"));
         }
     }
     for (i, a) in fixed.iter().enumerate() {
@@ -422,6 +439,12 @@ pub fn parse(text: &str, max_cores: u8) -> Result<System, Vec<DescError>> {
                 continue;
             }
         };
+        if let Some(other) = irqs.iter().find(|g: &&IrqGrant| same_line(&g.source, &source)) {
+            err(format!(
+                "irq `{}` ({}) and `{}` ({}) are the same interrupt line: an interrupt has one owner",
+                q.name, q.component, other.name, other.component
+            ));
+        }
         irqs.push(IrqGrant {
             component: q.component,
             name: q.name,
@@ -430,7 +453,15 @@ pub fn parse(text: &str, max_cores: u8) -> Result<System, Vec<DescError>> {
             badge: q.badge,
         });
     }
-    for m in &raw.mmio {
+    for (i, m) in raw.mmio.iter().enumerate() {
+        for o in &raw.mmio[i + 1..] {
+            if m.paddr < o.paddr.saturating_add(o.size) && o.paddr < m.paddr.saturating_add(m.size) {
+                err(format!(
+                    "mmio `{}` ({}) and `{}` ({}) overlap in physical memory: a device has one owner",
+                    m.name, m.component, o.name, o.component
+                ));
+            }
+        }
         if !known(&m.component) {
             err(format!("mmio `{}`: unknown component `{}`", m.name, m.component));
         }
@@ -453,6 +484,15 @@ pub fn parse(text: &str, max_cores: u8) -> Result<System, Vec<DescError>> {
         Ok(System { components, endpoints, notifications, regions, io_ports: raw.io_port, irqs, mmio: raw.mmio, supervisor })
     } else {
         Err(errors)
+    }
+}
+
+/// Whether two interrupt sources are the same line (an IOAPIC pin, or an MSI vector handle).
+fn same_line(a: &IrqSource, b: &IrqSource) -> bool {
+    match (a, b) {
+        (IrqSource::IoApic { ioapic: x, pin: p, .. }, IrqSource::IoApic { ioapic: y, pin: q, .. }) => x == y && p == q,
+        (IrqSource::Msi { handle: x, .. }, IrqSource::Msi { handle: y, .. }) => x == y,
+        _ => false,
     }
 }
 
@@ -553,14 +593,84 @@ mod tests {
             [[region]]
             name = \"a\"
             size = 8192
-            maps = [{{ component = \"ping\", vaddr = 0x200000000 }}]
+            maps = [{{ component = \"ping\", vaddr = 0x10000000000 }}]
             [[region]]
             name = \"b\"
             size = 4096
-            maps = [{{ component = \"ping\", vaddr = 0x200001000 }}]"
+            maps = [{{ component = \"ping\", vaddr = 0x10000001000 }}]"
         );
         let errs = errors_of(&text);
         assert!(errs.iter().any(|e| e.contains("overlap")), "{errs:?}");
+    }
+
+    #[test]
+    fn fixed_addresses_cannot_meet_placed_ones() {
+        // 0x1_0000_0000 is where the root task places `shared`: a fixed address there is refused.
+        let text = format!(
+            "{GOOD}
+            [[region]]
+            name = \"a\"
+            size = 4096
+            maps = [{{ component = \"ping\", vaddr = 0x100000000 }}]"
+        );
+        let errs = errors_of(&text);
+        assert!(errs.iter().any(|e| e.contains("outside the range for fixed addresses")), "{errs:?}");
+        // Placed regions that would run into the fixed range are refused too.
+        let text = format!(
+            "{GOOD}
+            [[region]]
+            name = \"huge\"
+            size = 0x10000000000
+            maps = [{{ component = \"ping\" }}]"
+        );
+        let errs = errors_of(&text);
+        assert!(errs.iter().any(|e| e.contains("do not fit below")), "{errs:?}");
+    }
+
+    #[test]
+    fn devices_have_one_owner() {
+        let text = format!(
+            "{GOOD}
+            [[mmio]]
+            component = \"ping\"
+            name = \"bar\"
+            paddr = 0xfeb00000
+            size = 0x2000
+            [[mmio]]
+            component = \"pong\"
+            name = \"bar2\"
+            paddr = 0xfeb01000
+            size = 0x1000
+            [[irq]]
+            component = \"pong\"
+            name = \"a\"
+            ioapic_pin = 11
+            notification = \"bell\"
+            badge = 2
+            [[irq]]
+            component = \"pong\"
+            name = \"b\"
+            ioapic_pin = 11
+            notification = \"bell\"
+            badge = 4
+            [[io_port]]
+            component = \"ping\"
+            name = \"com\"
+            first = 0x3f8
+            last = 0x3ff
+            [[io_port]]
+            component = \"pong\"
+            name = \"com2\"
+            first = 0x3f8
+            last = 0x3f8"
+        );
+        let errs = errors_of(&text);
+        assert!(errs.iter().any(|e| e.contains("`bar` (ping) and `bar2` (pong) overlap in physical memory")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.contains("irq `b` (pong) and `a` (pong) are the same interrupt line")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.contains("io_port `com` (ping) and `com2` (pong) overlap")), "{errs:?}");
+        // Apart, they are fine.
+        let apart = text.replace("paddr = 0xfeb01000", "paddr = 0xfeb02000").replace("ioapic_pin = 11\n            notification = \"bell\"\n            badge = 4", "ioapic_pin = 10\n            notification = \"bell\"\n            badge = 4").replace("first = 0x3f8\n            last = 0x3f8", "first = 0x2f8\n            last = 0x2f8");
+        assert!(parse(&apart, 2).is_ok(), "{:?}", errors_of(&apart));
     }
 
     #[test]

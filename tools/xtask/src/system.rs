@@ -278,11 +278,11 @@ mod tests {
             [[region]]
             name = \"a\"
             size = 8192
-            maps = [{{ component = \"ping\", vaddr = 0x200000000 }}]
+            maps = [{{ component = \"ping\", vaddr = 0x10000000000 }}]
             [[region]]
             name = \"b\"
             size = 4096
-            maps = [{{ component = \"ping\", vaddr = 0x200001000 }}]"
+            maps = [{{ component = \"ping\", vaddr = 0x10000001000 }}]"
         );
         let p = problems(&text);
         assert!(p.iter().any(|e| e.contains("overlap")), "{p:?}");

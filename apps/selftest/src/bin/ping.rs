@@ -1,6 +1,7 @@
 //! The client side of the IPC self-test. One binary serves both clients: `ping` (badge 7)
 //! fills the shared region, rings, echoes and parks; `ping2` (badge 8) releases the parked call;
-//! `bytes` (badge 9) sends byte messages (`sel4::bytes`) of every length.
+//! `bytes` (badge 9) sends byte messages (`sel4::bytes`) of every length; `thief-*` try to
+//! receive on what they may only send to (see [`steal`]).
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -13,6 +14,10 @@ use sel4_rt::StartInfo;
 sel4_rt::component_main!(main);
 
 fn main(info: &'static StartInfo) {
+    if let Some(target) = info.name.strip_prefix("thief-") {
+        steal(target, info);
+        return;
+    }
     let ep: Cap<Endpoint> = sel4_rt::cap("pp").expect("endpoint `pp` granted");
     if info.name == "ping2" {
         let (_, [value, ..]) = ep.call(MessageInfo::new(3, 0, 0, 0), [0; 4]);
@@ -35,6 +40,11 @@ fn main(info: &'static StartInfo) {
         }
     }
     bell.signal();
+    let answer: Cap<Notification> = sel4_rt::cap("answer").expect("notification `answer` granted");
+    match answer.wait() {
+        1 => println!("TEST PASS: answered-bell (pong signalled back, badge bits 0x1)"),
+        bits => println!("TEST FAIL: answer came with badge bits {bits:#x}"),
+    }
 
     let mut ok = true;
     for i in 0..1000u64 {
@@ -85,4 +95,21 @@ fn byte_messages(ep: Cap<Endpoint>) {
     } else {
         println!("TEST FAIL: byte messages: {bad} wrong, short buffer {short:?}, over-long {long:?}");
     }
+}
+
+/// A client holds a badged (send-only) capability: receiving on it must fault, not take
+/// messages meant for the owner. `thief-endpoint` waits on the server's endpoint (it would take
+/// `ping`'s calls), `thief-bell` on the server's notification (it would take `ping`'s ring),
+/// `thief-faults` on its own fault endpoint (it would take other components' faults). Each
+/// runs before the owner and should die by a capability fault the root task reports; if the
+/// receive returns, it says what it stole.
+fn steal(target: &str, info: &StartInfo) {
+    println!("trying to receive on {target}");
+    let stolen = match target {
+        "endpoint" => sel4_rt::cap::<Endpoint>("pp").map(|ep| ep.recv().0),
+        "bell" => sel4_rt::cap::<Notification>("bell").map(|n| n.wait()),
+        "faults" => Some(Cap::<Endpoint>::from_cptr(info.exit).recv().0),
+        _ => None,
+    };
+    println!("TEST FAIL: a send-only capability received (badge {stolen:?})");
 }

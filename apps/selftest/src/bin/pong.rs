@@ -41,6 +41,9 @@ fn main(info: &'static StartInfo) {
     } else {
         println!("TEST FAIL: shared memory or bell wrong (badge bits {bits:#x})");
     }
+    // And back: the client waits for this one.
+    let answer: Cap<Notification> = sel4_rt::cap("answer").expect("notification `answer` granted");
+    answer.signal();
 
     // Calls: echo replies at once; PARK is answered only after RELEASE arrives (and vice versa).
     let (mut parked, mut released) = (false, false);
