@@ -50,7 +50,7 @@ struct Supervisor<'a> {
     /// Per component: its pool and its restart history.
     slots: Vec<Slot>,
     components: Vec<Component>,
-    /// Present when some component has a heartbeat or the control channel is on.
+    /// The RTC's tick (always started; `None` only where it could not be).
     clock: Option<Clock>,
     control: Option<Control>,
     /// Per component with a heartbeat, while an instance runs.
@@ -66,6 +66,10 @@ struct Supervisor<'a> {
 /// After a death the root task keeps off the CPU it shares with the restarting component for
 /// this long: its console lines wait, and so does zeroing dead memory for the next restart.
 const QUIET_MS: u64 = 300;
+
+/// A component holding the console lock this long is taken to be stuck (or hostile): the lock
+/// is freed so that the others' `println!` goes on. An honest line takes milliseconds.
+const CONSOLE_HOLD_MS: u64 = 1000;
 
 /// A restart between teardown and build.
 struct PendingRestart {
@@ -129,16 +133,12 @@ fn main(bi: &BootInfo<'static>) -> ! {
     if let Err(e) = init::TCB.bind_notification(Cap::from_cptr(objects.supervisor)) {
         halt_err("binding the supervisor's notification", e);
     }
-    // The clock also paces restarts that back off.
-    let wants_clock = image.system.supervisor.control_serial || image.system.components.iter().any(|c| c.heartbeat.is_some() || c.restart);
-    let clock = if wants_clock {
+    // The clock paces heartbeats, restarts that back off and the control channel, and frees a
+    // console lock a component keeps too long (every system has one).
+    let clock = match Clock::start(&mut mem, objects.supervisor, image.system.irqs.len() as u64) {
         // The vector after the ones the description's interrupts use.
-        match Clock::start(&mut mem, objects.supervisor, image.system.irqs.len() as u64) {
-            Ok(c) => Some(c),
-            Err(e) => halt_err("starting the supervisor's clock (RTC)", e),
-        }
-    } else {
-        None
+        Ok(c) => Some(c),
+        Err(e) => halt_err("starting the supervisor's clock (RTC)", e),
     };
     let control = if image.system.supervisor.control_serial {
         let c = Control::probe();
@@ -271,6 +271,10 @@ impl Supervisor<'_> {
             clock.ack();
         }
         let now = sel4_rt::rdtsc();
+        if let Some(word) = sel4_rt::log::reclaim_stuck_lock(now, CONSOLE_HOLD_MS * 1000 * self.tsc_mhz.max(1)) {
+            let holder = (word >> 1).checked_sub(1).and_then(|id| self.components.get(id as usize)).map_or("?", |c| c.name.as_str());
+            println!("the console lock was held for over {CONSOLE_HOLD_MS} ms (by `{holder}`, says the lock word {word:#x}); freed");
+        }
         let (due, waiting): (Vec<PendingRestart>, Vec<PendingRestart>) = self.backing_off.drain(..).partition(|t| now.wrapping_sub(t.due) as i64 >= 0);
         self.backing_off = waiting;
         for t in due {

@@ -147,6 +147,35 @@ pub fn release_if_held_by(id: u16) {
     }
 }
 
+/// The console lock word last seen by [`reclaim_stuck_lock`] and the TSC when it was first seen.
+#[cfg(feature = "root-task")]
+static SEEN: spin::Mutex<(u64, u64)> = spin::Mutex::new((0, 0));
+
+/// Frees the console lock if the same holder has kept it for `limit` TSC cycles, and wakes its
+/// waiters; returns the word it found (owner id + 1, shifted left by one). The root task calls
+/// it on every clock tick: every component can write the console page, so a buggy or hostile
+/// one could otherwise keep the lock and leave every other component blocked in `println!`.
+/// An honest line takes milliseconds; a freed holder only risks its line interleaving.
+#[cfg(feature = "root-task")]
+pub fn reclaim_stuck_lock(now: u64, limit: u64) -> Option<u64> {
+    if SHARED.load(Ordering::SeqCst) == NOT_MAPPED {
+        return None;
+    }
+    let word = lock_word();
+    let cur = word.load(Ordering::Acquire);
+    let mut seen = SEEN.lock();
+    if cur == 0 || cur != seen.0 {
+        *seen = (cur, now);
+        return None;
+    }
+    if now.wrapping_sub(seen.1) < limit || word.compare_exchange(cur, 0, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+        return None;
+    }
+    *seen = (0, now);
+    signal_waiters();
+    Some(cur)
+}
+
 /// Lines the root task could not print at once (the lock was held), printed by
 /// [`flush_deferred`] in their order.
 #[cfg(feature = "root-task")]
