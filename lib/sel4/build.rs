@@ -69,10 +69,28 @@ fn main() {
         }
         out.push_str("}\n\n");
     }
+    out.push_str(&syscall_numbers(&src.join("libsel4/include/api/syscall.xml")));
     out.push_str(&object_types(&config));
     out.push_str(&generate_methods(&apis, &config));
     let dest = PathBuf::from(env::var_os("OUT_DIR").unwrap()).join("generated.rs");
     fs::write(dest, out).unwrap();
+}
+
+/// The system call numbers, from the kernel's `syscall.xml`: every `<syscall>` in document
+/// order is numbered -1, -2, … (as the kernel's own generator does; conditions only decide
+/// whether a call exists, never its number).
+fn syscall_numbers(file: &Path) -> String {
+    println!("cargo:rerun-if-changed={}", file.display());
+    let text = fs::read_to_string(file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+    let doc = roxmltree::Document::parse(&text).expect("syscall XML");
+    let mut out = String::from("/// System call numbers, generated from the kernel's `syscall.xml`.\npub mod syscall_number {\n");
+    let calls = doc.descendants().filter(|n| n.has_tag_name("syscall"));
+    for (i, call) in calls.enumerate() {
+        let name = call.attribute("name").expect("syscall without a name");
+        writeln!(out, "    pub const {}: i64 = -{};", const_name(name), i + 1).unwrap();
+    }
+    out.push_str("}\n\n");
+    out
 }
 
 fn kernel_source() -> PathBuf {
