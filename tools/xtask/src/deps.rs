@@ -33,6 +33,9 @@ const PROGRAMS: &[(&str, &str, Need)] = &[
     ("curl", "curl", Need::KernelQemuAndClients),
     ("socat", "socat", Need::KernelQemuAndClients),
     ("nc", "netcat-openbsd", Need::KernelQemuAndClients),
+    // The IPv6 test's network namespace and tap device, and its ICMPv6 echo.
+    ("ip", "iproute2", Need::KernelQemuAndClients),
+    ("ping", "iputils-ping", Need::KernelQemuAndClients),
 ];
 
 impl Need {
