@@ -93,6 +93,8 @@ unsafe impl Hal for Sel4Hal {
         got.unwrap_or((0, NonNull::dangling()))
     }
 
+    // SAFETY (this and the methods below): the trait marks them `unsafe` for its callers;
+    // the bodies only look addresses up in the grants and panic outside them.
     unsafe fn dma_dealloc(paddr: PhysAddr, vaddr: NonNull<u8>, pages: usize) -> i32 {
         let freed = STATE.lock().dma.as_mut().is_some_and(|p| p.free(paddr, vaddr, pages));
         if freed {

@@ -66,6 +66,7 @@ impl ConfigurationAccess for PortCam {
         }
     }
 
+    // SAFETY: a copy of the port capabilities; every access still goes through the kernel.
     unsafe fn unsafe_clone(&self) -> Self {
         *self
     }

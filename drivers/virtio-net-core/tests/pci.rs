@@ -75,6 +75,7 @@ impl ConfigurationAccess for FakeCam {
             _ => data,
         };
     }
+    // SAFETY: nothing unsafe inside; the trait declares the method `unsafe` for real hardware.
     unsafe fn unsafe_clone(&self) -> Self {
         self.clone()
     }
