@@ -66,18 +66,23 @@ impl SlotPool {
             b.store(false, Ordering::Release);
         }
     }
+    fn any_free(&self) -> bool {
+        self.busy.iter().any(|b| !b.load(Ordering::Acquire))
+    }
 }
 
-/// A held slot; released on drop (also on early return with `?`).
-struct Slot<'a> {
+/// A held slot; released on drop (also on early return with `?`), waking threads parked for one.
+struct Slot<'a, T: Transport> {
     pool: &'a SlotPool,
+    transport: &'a T,
     index: usize,
     desc: BufDesc,
 }
 
-impl Drop for Slot<'_> {
+impl<T: Transport> Drop for Slot<'_, T> {
     fn drop(&mut self) {
         self.pool.release(self.index);
+        self.transport.unpark_all();
     }
 }
 
@@ -89,8 +94,8 @@ impl Drop for Slot<'_> {
 /// between threads with an `Arc`.
 pub struct Client<T: Transport> {
     transport: T,
-    session: spin::Mutex<Session>,
-    sockets: spin::Mutex<BTreeMap<SocketHandle, SockInfo>>,
+    session: lock_api::Mutex<T::RawLock, Session>,
+    sockets: lock_api::Mutex<T::RawLock, BTreeMap<SocketHandle, SockInfo>>,
     tx: SlotPool,
     rx: SlotPool,
     round_trips: AtomicU64,
@@ -106,8 +111,8 @@ impl<T: Transport> Client<T> {
     pub fn new(transport: T) -> Result<Client<T>, Errno> {
         let client = Client {
             transport,
-            session: spin::Mutex::new(Session { epoch: 0, layout: DataAreaLayout::DEFAULT }),
-            sockets: spin::Mutex::new(BTreeMap::new()),
+            session: lock_api::Mutex::new(Session { epoch: 0, layout: DataAreaLayout::DEFAULT }),
+            sockets: lock_api::Mutex::new(BTreeMap::new()),
             tx: SlotPool::new(0),
             rx: SlotPool::new(0),
             round_trips: AtomicU64::new(0),
@@ -235,10 +240,12 @@ impl<T: Transport> Client<T> {
     ///
     /// One notification serves all of a client's threads, and consuming it clears it, so the
     /// threads share it: one thread at a time (the holder of `waiter`) blocks in
-    /// `Transport::wait` and bumps `wake_gen` for every signal it consumes; the others yield
-    /// (`Transport::relax`) until `wake_gen` moves. No wake-up is lost: the signal provoked by a
-    /// request is sent after the server processed it, hence after the caller's token; whichever
-    /// thread consumes it bumps `wake_gen` past the token.
+    /// `Transport::wait` and bumps `wake_gen` for every signal it consumes; the others park
+    /// (`Transport::park_until`; with a deadline they poll with `Transport::relax`, as a timed
+    /// wait must on seL4 5.0) until `wake_gen` moves or the waiter's place is free. No wake-up
+    /// is lost: the signal provoked by a request is sent after the server processed it, hence
+    /// after the caller's token; whichever thread consumes it bumps `wake_gen` past the token
+    /// and unparks the others.
     fn wait_since(&self, token: u64, deadline: Option<Duration>) -> Wake {
         loop {
             if self.wake_gen.load(Ordering::Acquire) != token {
@@ -269,26 +276,35 @@ impl<T: Transport> Client<T> {
                     self.wake_gen.fetch_add(1, Ordering::AcqRel);
                 }
                 self.waiter.store(false, Ordering::Release);
+                self.transport.unpark_all();
                 return w;
             }
-            self.transport.relax();
+            if deadline.is_some() {
+                self.transport.relax();
+            } else {
+                self.transport.park_until(&|| {
+                    self.wake_gen.load(Ordering::Acquire) != token || !self.waiter.load(Ordering::Acquire)
+                });
+            }
         }
     }
 
-    fn acquire<'a>(&self, pool: &'a SlotPool, tx: bool) -> Result<Slot<'a>, Errno> {
+    fn acquire<'a>(&'a self, pool: &'a SlotPool, tx: bool) -> Result<Slot<'a, T>, Errno> {
         let layout = self.layout();
         loop {
             if let Some(index) = pool.try_acquire() {
                 let desc = if tx { layout.tx_slot(index) } else { layout.rx_slot(index) };
                 return match desc {
-                    Some(desc) => Ok(Slot { pool, index, desc }),
+                    Some(desc) => Ok(Slot { pool, transport: &self.transport, index, desc }),
                     None => {
                         pool.release(index);
                         Err(Errno::EPROTO)
                     }
                 };
             }
-            self.transport.relax();
+            // Every slot is in use by other threads of this client (a held send keeps one for
+            // as long as the peer is slow): park until one is released.
+            self.transport.park_until(&|| pool.any_free());
         }
     }
 
@@ -636,6 +652,7 @@ mod tests {
 
     impl Transport for Script {
         type Region = Arc<AtomicRegion>;
+        type RawLock = spin::Mutex<()>;
         fn call(&self, request: &[u8], response: &mut [u8]) -> Result<usize, Errno> {
             self.requests.borrow_mut().push(net_api::decode_request(request).unwrap());
             let r = self.replies.borrow_mut().pop_front().expect("script ran out")?;

@@ -72,6 +72,8 @@ pub struct HostTransport {
     signal: Arc<Signal>,
     region: Arc<AtomicRegion>,
     origin: Instant,
+    /// Threads of this client parked for one another ([`Transport::park_until`]).
+    parked: (Mutex<u64>, Condvar),
 }
 
 impl HostTransport {
@@ -80,7 +82,13 @@ impl HostTransport {
         signal: Arc<Signal>,
         call: impl Fn(&[u8], &mut [u8]) -> Result<usize, Errno> + Send + Sync + 'static,
     ) -> HostTransport {
-        HostTransport { call: Box::new(call), signal, region, origin: Instant::now() }
+        HostTransport {
+            call: Box::new(call),
+            signal,
+            region,
+            origin: Instant::now(),
+            parked: (Mutex::new(0), Condvar::new()),
+        }
     }
 
     /// The client's notification (the server side keeps a clone to signal it).
@@ -91,6 +99,8 @@ impl HostTransport {
 
 impl Transport for HostTransport {
     type Region = Arc<AtomicRegion>;
+    // Host threads are not scheduled by strict priority: a spinning lock is fine here.
+    type RawLock = spin::Mutex<()>;
 
     fn call(&self, request: &[u8], response: &mut [u8]) -> Result<usize, Errno> {
         (self.call)(request, response)
@@ -110,6 +120,21 @@ impl Transport for HostTransport {
 
     fn relax(&self) {
         std::thread::yield_now();
+    }
+
+    fn park_until(&self, ready: &dyn Fn() -> bool) {
+        let mut turns = self.parked.0.lock().unwrap_or_else(PoisonError::into_inner);
+        // Checked under the lock that `unpark_all` takes after the state changed: no wake-up
+        // falls between the check and the wait.
+        while !ready() {
+            turns = self.parked.1.wait(turns).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn unpark_all(&self) {
+        let mut turns = self.parked.0.lock().unwrap_or_else(PoisonError::into_inner);
+        *turns += 1;
+        self.parked.1.notify_all();
     }
 }
 

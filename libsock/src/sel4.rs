@@ -42,6 +42,8 @@ pub struct Sel4Transport {
     server: Cap<Endpoint>,
     wake: Cap<Notification>,
     area: DataArea,
+    /// Threads of this component parked for one another (each blocks on its own notification).
+    parked: sel4_rt::sync::Event,
 }
 
 impl Sel4Transport {
@@ -52,12 +54,14 @@ impl Sel4Transport {
             server: sel4_rt::cap(ENDPOINT)?,
             wake: sel4_rt::cap(WAKE)?,
             area: DataArea(SharedRegion::named(DATA)?),
+            parked: sel4_rt::sync::Event::new(),
         })
     }
 }
 
 impl Transport for Sel4Transport {
     type Region = DataArea;
+    type RawLock = sel4_rt::sync::RawMutex;
 
     fn call(&self, request: &[u8], response: &mut [u8]) -> Result<usize, Errno> {
         self.server.call_bytes(request, response).map_err(|_| Errno::ServerRestarted)
@@ -97,6 +101,14 @@ impl Transport for Sel4Transport {
 
     fn relax(&self) {
         sel4::syscall::yield_now();
+    }
+
+    fn park_until(&self, ready: &dyn Fn() -> bool) {
+        self.parked.wait_until(ready);
+    }
+
+    fn unpark_all(&self) {
+        self.parked.notify_all();
     }
 }
 

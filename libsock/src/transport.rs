@@ -25,6 +25,12 @@ pub trait Transport {
     /// The shared data area's memory.
     type Region: DataRegion;
 
+    /// The lock behind the client's own bookkeeping (its session and socket table), shared by
+    /// all threads of the client. On seL4, threads of one component may have different
+    /// priorities and the scheduler is strictly by priority, so this lock must block, never only
+    /// spin (`sel4_rt::sync::RawMutex`); host transports may spin.
+    type RawLock: lock_api::RawMutex;
+
     /// Sends one encoded request (at most [`net_api::MAX_MSG`] bytes) and blocks until the
     /// server's encoded response has been written to the start of `response` (a
     /// [`net_api::MAX_MSG`]-byte buffer); returns its length. An `Err` means the transport
@@ -43,15 +49,36 @@ pub trait Transport {
     /// The client's data area.
     fn region(&self) -> &Self::Region;
 
-    /// Called while spinning for a free data-area slot (every slot in use by other threads of
-    /// this client). Default: a CPU spin hint; host transports yield the thread.
+    /// Called between polls by a thread that waits for another thread of this client with a
+    /// deadline (a timed wait cannot block on seL4 5.0). Default: a CPU spin hint; transports
+    /// yield the thread.
     fn relax(&self) {
         core::hint::spin_loop();
     }
+
+    /// Blocks the calling thread until `ready()` holds: how a thread of this client waits for
+    /// another one (for a free data-area slot, or for the thread blocked in [`wait`] to pass a
+    /// signal on). Woken by [`unpark_all`], which the client calls after every change such a
+    /// thread may wait for; `ready` is re-checked after every wake-up. Must not lose a wake-up
+    /// between the check and the block. Default: poll with [`relax`] (for transports whose
+    /// clients have one thread).
+    ///
+    /// [`wait`]: Transport::wait
+    /// [`unpark_all`]: Transport::unpark_all
+    /// [`relax`]: Transport::relax
+    fn park_until(&self, ready: &dyn Fn() -> bool) {
+        while !ready() {
+            self.relax();
+        }
+    }
+
+    /// Wakes every thread in [`park_until`](Transport::park_until). Default: nothing to do.
+    fn unpark_all(&self) {}
 }
 
 impl<T: Transport + ?Sized> Transport for alloc::sync::Arc<T> {
     type Region = T::Region;
+    type RawLock = T::RawLock;
     fn call(&self, request: &[u8], response: &mut [u8]) -> Result<usize, Errno> {
         (**self).call(request, response)
     }
@@ -66,5 +93,11 @@ impl<T: Transport + ?Sized> Transport for alloc::sync::Arc<T> {
     }
     fn relax(&self) {
         (**self).relax()
+    }
+    fn park_until(&self, ready: &dyn Fn() -> bool) {
+        (**self).park_until(ready)
+    }
+    fn unpark_all(&self) {
+        (**self).unpark_all()
     }
 }

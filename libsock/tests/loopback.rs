@@ -408,3 +408,86 @@ fn threads_of_one_client_blocked_on_different_sockets_all_wake() {
         }
     }
 }
+
+/// A host transport that counts how often a thread polled (`relax`) instead of parking.
+struct Counting {
+    inner: libsock::host::HostTransport,
+    relaxed: std::sync::atomic::AtomicU64,
+}
+
+impl Transport for Counting {
+    type Region = <libsock::host::HostTransport as Transport>::Region;
+    type RawLock = <libsock::host::HostTransport as Transport>::RawLock;
+    fn call(&self, request: &[u8], response: &mut [u8]) -> Result<usize, Errno> {
+        self.inner.call(request, response)
+    }
+    fn wait(&self, timeout: Option<Duration>) -> Wake {
+        self.inner.wait(timeout)
+    }
+    fn now(&self) -> Duration {
+        self.inner.now()
+    }
+    fn region(&self) -> &Self::Region {
+        self.inner.region()
+    }
+    fn relax(&self) {
+        self.relaxed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.relax()
+    }
+    fn park_until(&self, ready: &dyn Fn() -> bool) {
+        self.inner.park_until(ready)
+    }
+    fn unpark_all(&self) {
+        self.inner.unpark_all()
+    }
+}
+
+#[test]
+fn threads_waiting_for_each_other_park_instead_of_polling() {
+    // Four threads of one client block in recv (one of them in the transport's wait, the others
+    // behind it), then four threads send 200 kB each through the client's two slots. Nobody
+    // polls: on seL4 a polling thread would keep lower priorities on its core from running.
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let net = FakeNet::new(4 * BIG);
+    let c = Arc::new(Client::new(Counting { inner: net.transport(), relaxed: AtomicU64::new(0) }).unwrap());
+    let mut readers = Vec::new();
+    for i in 0..4u16 {
+        let s = UdpSocket::bind(&c, addr(7100 + i)).unwrap();
+        readers.push(thread::spawn(move || {
+            let mut b = [0u8; 8];
+            let (n, _) = s.recv_from(&mut b).unwrap();
+            b[..n].to_vec()
+        }));
+    }
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(c.transport().relaxed.load(Ordering::Relaxed), 0, "blocked threads polled");
+    let other = net.client();
+    let tx = UdpSocket::bind(&other, addr(0)).unwrap();
+    for i in 0..4u16 {
+        tx.send_to(&[i as u8], addr(7100 + i)).unwrap();
+    }
+    for (i, r) in readers.into_iter().enumerate() {
+        assert_eq!(r.join().unwrap(), vec![i as u8]);
+    }
+
+    let srv = net.client();
+    let l = TcpListener::bind(&srv, addr(7110)).unwrap();
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    for k in 0..4u8 {
+        let s = TcpStream::connect(&c, addr(7110)).unwrap();
+        let (r, _) = l.accept().unwrap();
+        let data: Vec<u8> = pattern(200_000).into_iter().map(|b| b.wrapping_add(k)).collect();
+        receivers.push((r, data.clone()));
+        senders.push(thread::spawn(move || {
+            assert_eq!(s.write(&data), Ok(data.len()));
+            s
+        }));
+    }
+    let streams: Vec<_> = senders.into_iter().map(|t| t.join().unwrap()).collect();
+    for (r, data) in receivers {
+        assert_eq!(read_exact(&r, data.len()), data);
+    }
+    assert_eq!(c.transport().relaxed.load(Ordering::Relaxed), 0, "threads waiting for a slot polled");
+    drop(streams);
+}

@@ -112,3 +112,55 @@ unsafe impl lock_api::RawMutex for RawMutex {
 /// A mutex over `T` using [`RawMutex`].
 pub type Mutex<T> = lock_api::Mutex<RawMutex, T>;
 pub type MutexGuard<'a, T> = lock_api::MutexGuard<'a, RawMutex, T>;
+
+/// A wait queue for "until this condition holds" between threads of one component, blocking on
+/// each waiter's own notification (no spinning: see the module docs). A waiter records itself,
+/// *then* checks the condition; a notifier changes the state, *then* takes the recorded waiters
+/// and signals them. Sequentially consistent on both sides, so either the waiter's check sees
+/// the change or the notifier sees the waiter; a waiter woken for any other reason re-checks.
+pub struct Event {
+    waiters: AtomicU64,
+}
+
+impl Event {
+    pub const fn new() -> Self {
+        Event { waiters: AtomicU64::new(0) }
+    }
+
+    /// Returns once `ready()` holds, blocking in between.
+    pub fn wait_until(&self, ready: &dyn Fn() -> bool) {
+        let me = current_thread();
+        let wake = WAKE[me].load(SeqCst);
+        loop {
+            self.waiters.fetch_or(1 << me, SeqCst);
+            if ready() {
+                self.waiters.fetch_and(!(1 << me), SeqCst);
+                return;
+            }
+            if wake == 0 {
+                sel4::syscall::yield_now();
+            } else {
+                Cap::<Notification>::from_cptr(wake).wait();
+            }
+        }
+    }
+
+    /// Wakes every waiting thread (each re-checks its condition). Call after changing the state.
+    pub fn notify_all(&self) {
+        let mut waiters = self.waiters.swap(0, SeqCst);
+        while waiters != 0 {
+            let i = waiters.trailing_zeros() as usize;
+            waiters &= waiters - 1;
+            let wake = WAKE[i].load(SeqCst);
+            if wake != 0 {
+                Cap::<Notification>::from_cptr(wake).signal();
+            }
+        }
+    }
+}
+
+impl Default for Event {
+    fn default() -> Self {
+        Self::new()
+    }
+}

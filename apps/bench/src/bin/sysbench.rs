@@ -63,6 +63,7 @@ struct FpuProbe {
 
 impl Transport for FpuProbe {
     type Region = <Sel4Transport as Transport>::Region;
+    type RawLock = <Sel4Transport as Transport>::RawLock;
     fn call(&self, request: &[u8], response: &mut [u8]) -> Result<usize, Errno> {
         if sel4_rt::fpu_enabled() {
             self.fpu_calls.fetch_add(1, Ordering::Relaxed);
@@ -80,6 +81,12 @@ impl Transport for FpuProbe {
     }
     fn relax(&self) {
         self.inner.relax()
+    }
+    fn park_until(&self, ready: &dyn Fn() -> bool) {
+        self.inner.park_until(ready)
+    }
+    fn unpark_all(&self) {
+        self.inner.unpark_all()
     }
 }
 
