@@ -45,7 +45,7 @@
 //! The server never blocks. On a blocking socket, when the server answers `EAGAIN`, the
 //! [`Client`] calls `Transport::wait` and repeats the request; it never trusts a wake-up
 //! itself, so spurious wake-ups are harmless. No wake-up is lost: the server armed the wake-up
-//! atomically with the check that produced `EAGAIN`, and a signal sent before the client gets to
+//! and then re-checked readiness before answering `EAGAIN`, and a signal sent before the client gets to
 //! `wait` stays pending in the sticky notification. On a non-blocking socket (or with
 //! `MSG_DONTWAIT`) `EAGAIN` goes to the caller. A blocking stream `connect` waits for the
 //! handshake via `poll(OUT)` and `SO_ERROR`.
