@@ -113,6 +113,20 @@ fn config_millis(key: &str, default: Duration) -> Duration {
     }
 }
 
+/// The ephemeral port range from the configuration (`ephemeral = "LO-HI"`), or the default.
+fn config_ephemeral() -> netserver_core::port::PortConfig {
+    let default = netserver_core::port::PortConfig::default();
+    let Some(text) = sel4_rt::config("ephemeral") else { return default };
+    let range = text.split_once('-').and_then(|(lo, hi)| Some((lo.trim().parse::<u16>().ok()?, hi.trim().parse::<u16>().ok()?)));
+    match range {
+        Some((lo, hi)) if 0 < lo && lo <= hi => netserver_core::port::PortConfig { ephemeral_lo: lo, ephemeral_hi: hi, ..default },
+        _ => {
+            println!("config `ephemeral` = {text:?} is not a port range LO-HI; using the default");
+            default
+        }
+    }
+}
+
 fn leak<T>(v: T) -> &'static T {
     Box::leak(Box::new(v))
 }
@@ -177,6 +191,10 @@ fn main(info: &'static StartInfo) {
         udp_buffer: 16 * 1024,
         udp_packets: 32,
         seed: sel4_rt::rdtsc() | 1,
+        // A new epoch per instance: were the net server restarted, its predecessor's clients
+        // would get `ServerRestarted` for their old handles, never someone else's socket.
+        epoch: (sel4_rt::rdtsc() as u32) | 1,
+        ports: config_ephemeral(),
         keepalive_interval: config_millis("keepalive_ms", ServerConfig::default().keepalive_interval),
         ..ServerConfig::default()
     };
