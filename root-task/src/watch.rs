@@ -39,8 +39,8 @@ pub fn reported(badge: u64) -> impl Iterator<Item = usize> {
     (0..REPORTABLE).filter(move |i| badge & (1 << i) != 0)
 }
 
-const RTC_INDEX: u16 = 0x70;
-const RTC_DATA: u16 = 0x71;
+const RTC_INDEX: u16 = sysdesc::SUPERVISOR_CLOCK_PORTS.0;
+const RTC_DATA: u16 = sysdesc::SUPERVISOR_CLOCK_PORTS.1;
 /// Register A (rate), B (interrupt enables), C (interrupt flags, read to acknowledge); bit 7 of
 /// the index keeps NMIs masked while we talk to the chip.
 const RTC_A: u64 = 0x8A;
@@ -49,7 +49,7 @@ const RTC_C: u64 = 0x8C;
 /// Periodic rate 9: 32768 >> (9 - 1) = 128 Hz ([`TICK_HZ`]).
 const RTC_RATE: u64 = 9;
 const RTC_PERIODIC: u64 = 1 << 6;
-const RTC_PIN: u64 = 8;
+const RTC_PIN: u64 = sysdesc::SUPERVISOR_CLOCK_PIN as u64;
 
 /// The RTC's periodic interrupt (128 Hz), delivered to the supervisor's notification as [`TICK`].
 pub struct Clock {
@@ -91,7 +91,7 @@ impl Clock {
 }
 
 /// COM2's registers.
-const COM2: u16 = 0x2F8;
+const COM2: u16 = sysdesc::SUPERVISOR_SERIAL_PORTS.0;
 const DATA: u16 = COM2;
 const IER: u16 = COM2 + 1;
 const FCR: u16 = COM2 + 2;

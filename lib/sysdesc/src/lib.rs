@@ -59,6 +59,13 @@ pub const FIXED_BASE: u64 = 0x100_0000_0000;
 /// User address space ends here (lower half of the canonical range).
 pub const USER_TOP: u64 = 0x7FFF_FFFF_F000;
 
+/// The supervisor's clock, which the root task always runs: the CMOS RTC's I/O ports and its
+/// IOAPIC pin. No component may be granted them.
+pub const SUPERVISOR_CLOCK_PORTS: (u16, u16) = (0x70, 0x71);
+pub const SUPERVISOR_CLOCK_PIN: u8 = 8;
+/// COM2's I/O ports, the root task's when `[supervisor] control_serial` is on.
+pub const SUPERVISOR_SERIAL_PORTS: (u16, u16) = (0x2F8, 0x2FF);
+
 /// Largest badge seL4 5.0 stores (28 bits).
 pub const MAX_BADGE: u64 = (1 << 28) - 1;
 

@@ -407,6 +407,15 @@ pub fn parse(text: &str, max_cores: u8) -> Result<System, Vec<DescError>> {
             err(format!("io_port `{}`: first port {:#x} is above last {:#x}", p.name, p.first, p.last));
         }
         claim_cap(&mut err, &p.component, &p.name, "io_port");
+        let mut reserved = alloc::vec![(SUPERVISOR_CLOCK_PORTS, "the supervisor's clock (the RTC)")];
+        if raw.supervisor.control_serial {
+            reserved.push((SUPERVISOR_SERIAL_PORTS, "the supervisor's control channel (COM2)"));
+        }
+        for ((first, last), what) in reserved {
+            if p.first <= last && first <= p.last {
+                err(format!("io_port `{}` ({}): ports {first:#x}-{last:#x} are {what}'s", p.name, p.component));
+            }
+        }
         for q in &raw.io_port[i + 1..] {
             if q.component != p.component && p.first <= q.last && q.first <= p.last {
                 err(format!(
@@ -432,7 +441,12 @@ pub fn parse(text: &str, max_cores: u8) -> Result<System, Vec<DescError>> {
         }
         claim_cap(&mut err, &q.component, &q.name, "irq");
         let source = match (q.ioapic_pin, q.msi) {
-            (Some(pin), None) => IrqSource::IoApic { ioapic: 0, pin, level: q.level, active_low: q.active_low },
+            (Some(pin), None) => {
+                if pin == SUPERVISOR_CLOCK_PIN {
+                    err(format!("irq `{}` ({}): IOAPIC pin {pin} is the supervisor's clock (the RTC)", q.name, q.component));
+                }
+                IrqSource::IoApic { ioapic: 0, pin, level: q.level, active_low: q.active_low }
+            }
             (None, Some(m)) => IrqSource::Msi { bus: m.bus, dev: m.dev, func: m.func, handle: m.handle },
             _ => {
                 err(format!("irq `{}`: give exactly one of `ioapic_pin` and `msi`", q.name));
@@ -668,6 +682,9 @@ mod tests {
         assert!(errs.iter().any(|e| e.contains("`bar` (ping) and `bar2` (pong) overlap in physical memory")), "{errs:?}");
         assert!(errs.iter().any(|e| e.contains("irq `b` (pong) and `a` (pong) are the same interrupt line")), "{errs:?}");
         assert!(errs.iter().any(|e| e.contains("io_port `com` (ping) and `com2` (pong) overlap")), "{errs:?}");
+        let errs = errors_of(&text.replace("ioapic_pin = 11\n            notification = \"bell\"\n            badge = 2", "ioapic_pin = 8\n            notification = \"bell\"\n            badge = 2").replace("first = 0x3f8\n            last = 0x3ff", "first = 0x60\n            last = 0x7f"));
+        assert!(errs.iter().any(|e| e.contains("irq `a` (pong): IOAPIC pin 8 is the supervisor's clock")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.contains("io_port `com` (ping): ports 0x70-0x71 are the supervisor's clock")), "{errs:?}");
         // Apart, they are fine.
         let apart = text.replace("paddr = 0xfeb01000", "paddr = 0xfeb02000").replace("ioapic_pin = 11\n            notification = \"bell\"\n            badge = 4", "ioapic_pin = 10\n            notification = \"bell\"\n            badge = 4").replace("first = 0x3f8\n            last = 0x3f8", "first = 0x2f8\n            last = 0x2f8");
         assert!(parse(&apart, 2).is_ok(), "{:?}", errors_of(&apart));
