@@ -207,6 +207,7 @@ impl Component {
                 exit: SLOT_FAULT,
                 config: desc.config.clone(),
                 console: None,
+                console_release: None,
                 health: false,
             },
             alive: false,
@@ -396,16 +397,24 @@ impl Component {
         Ok(base)
     }
 
-    /// Maps the system-wide console page (whose word 0 serialises lines across components)
-    /// and gives the notification its lock's waiters block on.
-    pub fn map_console(&mut self, mem: &mut Memory, console: &Object, wake: &Object) -> Result<()> {
+    /// Maps the system-wide console page (whose word 0 serialises lines across components),
+    /// gives the component its own console notification to block on while another holds the
+    /// lock (the root task keeps a copy to wake it: returned), and a send-only capability on the
+    /// supervisor's notification to ask for that wake-up. No component holds another's
+    /// notification, so none can steal, or redirect, another's console wake-ups.
+    pub fn map_console(&mut self, mem: &mut Memory, console: &Object, supervisor: u64) -> Result<u64> {
         let copy = mem.slot()?;
         init::CNODE.copy(copy, 64, init::CNODE, console.slot, 64, CapRights::ALL)?;
         self.vspace.map(mem, Cap::from_cptr(copy), sysdesc::CONSOLE_VADDR, CapRights::READ_WRITE, VmAttributes::DEFAULT)?;
+        let wake = mem.alloc_fixed(ObjectType::Notification)?;
         let slot = self.take_slot()?;
-        self.cnode.copy(slot, self.cnode_bits as u8, init::CNODE, wake.slot, 64, CapRights::ALL)?;
+        self.cnode.copy(slot, self.cnode_bits as u8, init::CNODE, wake.slot, 64, CapRights::READ_WRITE)?;
         self.info.console = Some(slot);
-        Ok(())
+        let badge = CapData::badge(crate::watch::NOTIFY | crate::watch::CONSOLE).ok_or(BuildError("console badge".into()))?;
+        let slot = self.take_slot()?;
+        self.cnode.mint(slot, self.cnode_bits as u8, init::CNODE, supervisor, 64, CapRights::new(false, false, true), badge)?;
+        self.info.console_release = Some(slot);
+        Ok(wake.slot)
     }
 
     /// Writes the start-up configuration and starts the main thread.
@@ -444,8 +453,10 @@ impl Component {
         Ok(())
     }
 
-    /// Stops every thread of the component (it stays in memory for inspection).
+    /// Stops every thread of the component (it stays in memory for inspection). The root task
+    /// stops signalling its console notification first: the object goes with its memory.
     pub fn stop(&mut self) {
+        sel4_rt::log::set_console_waiter(self.info.id, None);
         for tcb in &self.tcbs {
             let _ = tcb.suspend();
         }

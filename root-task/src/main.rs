@@ -43,7 +43,6 @@ struct Supervisor<'a> {
     window: FrameWindow,
     objects: Objects,
     console: objects::Object,
-    console_wake: objects::Object,
     fault_ep: u64,
     num_nodes: u64,
     tsc_mhz: u64,
@@ -118,9 +117,6 @@ fn main(bi: &BootInfo<'static>) -> ! {
     let objects = Objects::create(&image.system, &mut mem).unwrap_or_else(|e| halt_build("shared objects", e));
     // The console page: its lock keeps lines printed at once on different cores whole.
     let console = mem.alloc_fixed(ObjectType::X86Page4K).unwrap_or_else(|e| halt_err("creating the console page", e));
-    // ... and the notification its waiters block on (the root task only signals it).
-    let console_wake = mem.alloc_fixed(ObjectType::Notification).unwrap_or_else(|e| halt_err("creating the console notification", e));
-    sel4_rt::log::set_console_wake(console_wake.slot);
     {
         let copy = mem.slot().unwrap_or_else(|e| halt_err("console page", e));
         let _ = init::CNODE.copy(copy, 64, init::CNODE, console.slot, 64, sel4::CapRights::ALL);
@@ -158,7 +154,6 @@ fn main(bi: &BootInfo<'static>) -> ! {
         window,
         objects,
         console,
-        console_wake,
         fault_ep: fault_ep.slot,
         num_nodes: bi.num_nodes(),
         tsc_mhz: bi.tsc_mhz(),
@@ -211,7 +206,11 @@ impl Supervisor<'_> {
         self.mem.enter(self.slots[index].pool);
         let result = Component::create(desc, index, elf, &mut self.mem, &mut self.window, self.fault_ep, self.num_nodes, self.tsc_mhz)
             .and_then(|mut c| grants::grant_to(&mut c, &self.image.system, &self.objects, &mut self.mem).map(|()| c))
-            .and_then(|mut c| c.map_console(&mut self.mem, &self.console, &self.console_wake).map(|()| c));
+            .and_then(|mut c| {
+                let wake = c.map_console(&mut self.mem, &self.console, self.objects.supervisor)?;
+                sel4_rt::log::set_console_waiter(c.info.id, Some(wake));
+                Ok(c)
+            });
         self.mem.leave();
         result
     }
@@ -264,6 +263,9 @@ impl Supervisor<'_> {
                 self.died(ci, "reported faulty by a component that depends on it", "reported faulty");
             }
         }
+        if badge & watch::CONSOLE != 0 {
+            sel4_rt::log::wake_console_waiters();
+        }
         if badge & watch::TICK == 0 {
             return;
         }
@@ -271,9 +273,9 @@ impl Supervisor<'_> {
             clock.ack();
         }
         let now = sel4_rt::rdtsc();
-        if let Some(word) = sel4_rt::log::reclaim_stuck_lock(now, CONSOLE_HOLD_MS * 1000 * self.tsc_mhz.max(1)) {
+        if let Some(word) = sel4_rt::log::supervise(now, CONSOLE_HOLD_MS * 1000 * self.tsc_mhz.max(1)) {
             let holder = (word >> 1).checked_sub(1).and_then(|id| self.components.get(id as usize)).map_or("?", |c| c.name.as_str());
-            println!("the console lock was held for over {CONSOLE_HOLD_MS} ms (by `{holder}`, says the lock word {word:#x}); freed");
+            println!("the console lock was taken without a break for over {CONSOLE_HOLD_MS} ms (last by `{holder}`, says the lock word {word:#x}); freed");
         }
         let (due, waiting): (Vec<PendingRestart>, Vec<PendingRestart>) = self.backing_off.drain(..).partition(|t| now.wrapping_sub(t.due) as i64 >= 0);
         self.backing_off = waiting;

@@ -26,8 +26,10 @@ use crate::objects::Memory;
 pub const NOTIFY: u64 = 1 << 27;
 /// The clock ticked.
 pub const TICK: u64 = 1 << 26;
-/// Components that can be reported faulty: one bit each, below [`TICK`].
-const REPORTABLE: usize = 26;
+/// A component freed the console lock that others wait for: wake them.
+pub const CONSOLE: u64 = 1 << 25;
+/// Components that can be reported faulty: one bit each, below [`CONSOLE`].
+const REPORTABLE: usize = 25;
 
 /// The badge of the capability that reports component `target` faulty.
 pub fn report_badge(target: usize) -> Option<u64> {

@@ -1,5 +1,18 @@
 //! Console output through the kernel's debug port, one whole line at a time, prefixed with the
 //! component's name.
+//!
+//! Lines from different components are kept whole by a lock word on a page every component maps
+//! writable ([`sysdesc::CONSOLE_VADDR`]). Every component can write that word, so the lock is
+//! treated as advice, never as something a component may be kept waiting on for ever:
+//!
+//! * A waiter blocks on its **own** console notification (no component holds another's, so none
+//!   can steal or redirect another's wake-ups) after marking the word contended.
+//! * A releaser that finds the word contended signals the root task through a send-only
+//!   capability; the root task wakes every component's console notification. It also does so on
+//!   its clock ticks while the word is taken, and every 16th tick regardless.
+//! * A waiter that has not had the lock after [`GIVE_UP_MS`] prints without it (its line may
+//!   interleave), and the root task frees a word that has stayed taken for a second, whatever
+//!   values it went through ([`supervise`]).
 
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -9,14 +22,21 @@ use crate::sync::Mutex;
 /// Serialises the threads of this component.
 static CONSOLE: Mutex<()> = Mutex::new(());
 
-/// The system-wide console lock's wake-up notification, once the console page is mapped here
-/// (0: not mapped, or the root task, which never blocks on it).
+/// This component's console notification, once the console page is mapped here (0: the root
+/// task, which never blocks on the lock).
 static SHARED: AtomicU64 = AtomicU64::new(NOT_MAPPED);
 const NOT_MAPPED: u64 = u64::MAX;
+/// The send-only capability that asks the root task to wake the console's waiters (0: none).
+static RELEASE: AtomicU64 = AtomicU64::new(0);
+
+/// A waiter that has not had the lock for this long prints without it.
+pub const GIVE_UP_MS: u64 = 1000;
 
 /// Starts using the system-wide console page (see [`sysdesc::CONSOLE_VADDR`]) and its lock,
-/// blocking on `wake` when the lock is taken.
-pub(crate) fn enable_shared_lock(wake: u64) {
+/// blocking on `wake` (this component's own notification) when the lock is taken and signalling
+/// `release` (a send-only capability to the root task) when it frees a contended lock.
+pub(crate) fn enable_shared_lock(wake: u64, release: u64) {
+    RELEASE.store(release, Ordering::SeqCst);
     SHARED.store(wake, Ordering::SeqCst);
 }
 
@@ -24,13 +44,14 @@ pub(crate) fn enable_shared_lock(wake: u64) {
 /// own) and starts using its lock. For the root task, which maps the page for everyone else.
 pub fn map_console_page(frame: sel4::Cap<sel4::X86Page>, vspace: sel4::Cap<sel4::X64Pml4>) -> Result<(), sel4::Error> {
     frame.map(vspace.upcast(), sysdesc::CONSOLE_VADDR, sel4::CapRights::READ_WRITE, sel4::VmAttributes::DEFAULT)?;
-    enable_shared_lock(0);
+    enable_shared_lock(0, 0);
     Ok(())
 }
 
 /// The lock word's owner for the root task (components use their id + 1).
 const ROOT_OWNER: u64 = 0xFFFF;
-/// Set in the lock word when someone blocked waiting for it: the holder signals on release.
+/// Set in the lock word when someone blocked waiting for it: the holder asks for a wake-up on
+/// release.
 const CONTENDED: u64 = 1;
 const SPINS: u32 = 2_000;
 
@@ -49,18 +70,17 @@ fn owner_id() -> u64 {
     }
 }
 
-/// Serialises whole lines across components and cores through word 0 of the console page:
-/// `owner << 1 | CONTENDED`, 0 when free. Threads of different priorities share it, so a
-/// component that cannot take it soon blocks on the shared console notification (spinning
-/// would starve a lower-priority holder on the same core); the holder signals it on release
-/// when the word says someone waits. The root task never blocks on it (a holder could be
-/// starved by a hung component that only the root task can restart): it defers its line
-/// instead ([`flush_deferred`]). A component that dies holding the lock is released by the
-/// root task ([`release_if_held_by`]).
-struct SharedLine(Option<&'static AtomicU64>);
+/// The console lock, held (or, after waiting too long, given up on) while a line is printed.
+/// `owner << 1 | CONTENDED` in the word, 0 when free. Threads of different priorities share it,
+/// so a waiter that cannot take it soon blocks (spinning would starve a lower-priority holder on
+/// the same core). The root task never blocks on it (a holder could be starved by a hung
+/// component that only the root task can restart): it defers its line instead
+/// ([`flush_deferred`]).
+struct SharedLine(Option<(&'static AtomicU64, u64)>);
 
 impl SharedLine {
-    /// Takes the lock; `None` when there is no console page or (the root task) it is taken.
+    /// Takes the lock; `None` when (the root task) it is taken. `Some(SharedLine(None))`: print
+    /// without it (no console page, or waited [`GIVE_UP_MS`]).
     fn take() -> Option<SharedLine> {
         let wake = SHARED.load(Ordering::SeqCst);
         if wake == NOT_MAPPED {
@@ -70,26 +90,31 @@ impl SharedLine {
         let me = owner_id() << 1;
         for _ in 0..SPINS {
             if word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                return Some(SharedLine(Some(word)));
+                return Some(SharedLine(Some((word, me))));
             }
             core::hint::spin_loop();
         }
         if wake == 0 {
             return None;
         }
+        let since = crate::rdtsc();
+        let patience = GIVE_UP_MS * 1000 * crate::tsc_mhz().max(1);
         loop {
             let cur = word.load(Ordering::Acquire);
             if cur == 0 {
                 // Whoever else waits stays known: take it marked contended.
                 if word.compare_exchange(0, me | CONTENDED, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                    return Some(SharedLine(Some(word)));
+                    return Some(SharedLine(Some((word, me))));
                 }
                 continue;
             }
             if cur & CONTENDED == 0 && word.compare_exchange(cur, cur | CONTENDED, Ordering::AcqRel, Ordering::Relaxed).is_err() {
                 continue;
             }
-            // Sticky: a release between the marking and this wait makes it return at once.
+            if crate::rdtsc().wrapping_sub(since) > patience {
+                return Some(SharedLine(None));
+            }
+            // Sticky: a wake-up between the marking and this wait makes it return at once.
             sel4::Cap::<sel4::Notification>::from_cptr(wake).wait();
         }
     }
@@ -97,39 +122,61 @@ impl SharedLine {
 
 impl Drop for SharedLine {
     fn drop(&mut self) {
-        if let Some(word) = self.0 {
-            release(word);
+        if let Some((word, me)) = self.0 {
+            release(word, me);
         }
     }
 }
 
-fn release(word: &AtomicU64) {
-    if word.swap(0, Ordering::Release) & CONTENDED != 0 {
-        signal_waiters();
+/// Frees the lock if it is still `me`'s (the root task may have taken it back meanwhile).
+fn release(word: &AtomicU64, me: u64) {
+    let mut cur = word.load(Ordering::Acquire);
+    while cur & !CONTENDED == me {
+        match word.compare_exchange(cur, 0, Ordering::Release, Ordering::Acquire) {
+            Ok(_) => {
+                if cur & CONTENDED != 0 {
+                    signal_waiters();
+                }
+                return;
+            }
+            Err(now) => cur = now,
+        }
     }
 }
 
 fn signal_waiters() {
     #[cfg(feature = "root-task")]
-    if let Some(wake) = ROOT_CONSOLE_WAKE.get() {
-        sel4::Cap::<sel4::Notification>::from_cptr(*wake).signal();
-        return;
+    {
+        wake_console_waiters();
     }
-    let wake = SHARED.load(Ordering::SeqCst);
-    if wake != 0 && wake != NOT_MAPPED {
-        sel4::Cap::<sel4::Notification>::from_cptr(wake).signal();
+    #[cfg(not(feature = "root-task"))]
+    {
+        let release = RELEASE.load(Ordering::SeqCst);
+        if release != 0 {
+            sel4::Cap::<sel4::Notification>::from_cptr(release).signal();
+        }
     }
 }
 
-/// The root task's copy of the console notification, which it only signals.
+/// Every live component's console notification, by component id (0: none). The root task's.
 #[cfg(feature = "root-task")]
-static ROOT_CONSOLE_WAKE: spin::Once<u64> = spin::Once::new();
+static WAITERS: spin::Mutex<[u64; 64]> = spin::Mutex::new([0; 64]);
 
-/// Tells the root task's runtime the console notification it signals when it releases the
-/// lock to a waiter (or frees a dead holder's).
+/// Records (or, with `None`, forgets) component `id`'s console notification: a slot of the root
+/// task's it may signal. Forget it before the object is destroyed.
 #[cfg(feature = "root-task")]
-pub fn set_console_wake(wake: u64) {
-    ROOT_CONSOLE_WAKE.call_once(|| wake);
+pub fn set_console_waiter(id: u16, slot: Option<u64>) {
+    if let Some(w) = WAITERS.lock().get_mut(usize::from(id)) {
+        *w = slot.unwrap_or(0);
+    }
+}
+
+/// Wakes every component's console notification (each waiter re-checks the lock).
+#[cfg(feature = "root-task")]
+pub fn wake_console_waiters() {
+    for &slot in WAITERS.lock().iter().filter(|&&s| s != 0) {
+        sel4::Cap::<sel4::Notification>::from_cptr(slot).signal();
+    }
 }
 
 /// Frees the console lock if component `id` (as in its start-up configuration) holds it:
@@ -142,38 +189,44 @@ pub fn release_if_held_by(id: u16) {
     let word = lock_word();
     let cur = word.load(Ordering::Acquire);
     if cur >> 1 == id as u64 + 1 && word.compare_exchange(cur, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-        // Wake a waiter even when none was marked: cheap, and a spurious wake only re-checks.
-        signal_waiters();
+        // Wake the waiters even when none was marked: cheap, and a spurious wake only re-checks.
+        wake_console_waiters();
     }
 }
 
-/// The console lock word last seen by [`reclaim_stuck_lock`] and the TSC when it was first seen.
+/// Since when (TSC) the console lock word has been taken without a break, and clock ticks seen.
 #[cfg(feature = "root-task")]
-static SEEN: spin::Mutex<(u64, u64)> = spin::Mutex::new((0, 0));
+static TAKEN: spin::Mutex<(Option<u64>, u64)> = spin::Mutex::new((None, 0));
 
-/// Frees the console lock if the same holder has kept it for `limit` TSC cycles, and wakes its
-/// waiters; returns the word it found (owner id + 1, shifted left by one). The root task calls
-/// it on every clock tick: every component can write the console page, so a buggy or hostile
-/// one could otherwise keep the lock and leave every other component blocked in `println!`.
-/// An honest line takes milliseconds; a freed holder only risks its line interleaving.
+/// The root task's console duty on every clock tick: wakes the waiters while the lock is taken
+/// (and every 16th tick regardless, so that no waiter sleeps on a lost wake-up), and frees a lock
+/// that has been taken without a break for `limit` TSC cycles — whatever values the word went
+/// through, so a component rewriting it cannot keep it. Returns the word it freed.
 #[cfg(feature = "root-task")]
-pub fn reclaim_stuck_lock(now: u64, limit: u64) -> Option<u64> {
+pub fn supervise(now: u64, limit: u64) -> Option<u64> {
     if SHARED.load(Ordering::SeqCst) == NOT_MAPPED {
         return None;
     }
     let word = lock_word();
     let cur = word.load(Ordering::Acquire);
-    let mut seen = SEEN.lock();
-    if cur == 0 || cur != seen.0 {
-        *seen = (cur, now);
+    let mut taken = TAKEN.lock();
+    taken.1 += 1;
+    if cur == 0 {
+        taken.0 = None;
+        if taken.1 % 16 == 0 {
+            wake_console_waiters();
+        }
         return None;
     }
-    if now.wrapping_sub(seen.1) < limit || word.compare_exchange(cur, 0, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+    let since = *taken.0.get_or_insert(now);
+    if now.wrapping_sub(since) < limit {
+        wake_console_waiters();
         return None;
     }
-    *seen = (0, now);
-    signal_waiters();
-    Some(cur)
+    taken.0 = None;
+    let freed = word.swap(0, Ordering::AcqRel);
+    wake_console_waiters();
+    Some(freed)
 }
 
 /// Lines the root task could not print at once (the lock was held), printed by

@@ -96,7 +96,7 @@ extern "C" fn component_start(start_info: *const u8) -> ! {
     };
     crate::sync::register_thread(0, info.wake);
     if let Some(wake) = info.console {
-        crate::log::enable_shared_lock(wake);
+        crate::log::enable_shared_lock(wake, info.console_release.unwrap_or(0));
     }
     let info = START_INFO.call_once(|| info);
     NAME.call_once(|| info.name.clone());

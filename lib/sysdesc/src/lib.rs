@@ -321,9 +321,12 @@ pub struct StartInfo {
     pub exit: u64,
     /// The component's settings from the system description.
     pub config: Vec<(String, String)>,
-    /// When the system-wide console page is mapped at [`CONSOLE_VADDR`]: the notification
-    /// its lock's waiters block on.
+    /// When the system-wide console page is mapped at [`CONSOLE_VADDR`]: this component's own
+    /// notification, which its threads block on while another component holds the console lock.
     pub console: Option<u64>,
+    /// With `console`: a send-only capability that asks the root task to wake the console's
+    /// waiters (signalled on releasing a contended lock).
+    pub console_release: Option<u64>,
     /// Whether the component has a heartbeat: its health page is mapped at [`HEALTH_VADDR`].
     pub health: bool,
 }

@@ -1,6 +1,7 @@
 //! Touches memory it was never given; the root task must report it by name and keep the
 //! rest of the system running. As `conhog` it misbehaves differently: it takes the console lock
-//! that every component can write and never lets go; the root task must free it.
+//! that every component can write, never lets go, and keeps rewriting the word (so it never
+//! looks the same twice); the others' lines must still get out.
 #![no_std]
 #![no_main]
 #![deny(unsafe_code)]
@@ -31,7 +32,9 @@ fn touch(addr: u64) {
     println!("read {v:#x}");
 }
 
-/// Takes the console lock word (owner = this component) without printing, then blocks forever.
+/// Takes the console lock word without printing and keeps it: each time its console
+/// notification wakes it (the root task wakes all waiters while the lock is taken), it writes a
+/// new value, claiming to be another component every other time, and retakes a freed word.
 #[allow(unsafe_code)]
 fn hog_console(info: &StartInfo) {
     use core::sync::atomic::{AtomicU64, Ordering};
@@ -39,11 +42,11 @@ fn hog_console(info: &StartInfo) {
     // is aligned and only used atomically (misusing it on purpose is this component's job).
     let word = unsafe { &*(sysdesc::CONSOLE_VADDR as *const AtomicU64) };
     let me = (info.id as u64 + 1) << 1;
-    while word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
-        sel4::syscall::yield_now();
-    }
-    let own: sel4::Cap<sel4::Notification> = sel4::Cap::from_cptr(info.wake);
-    loop {
+    let Some(console) = info.console else { return };
+    let own: sel4::Cap<sel4::Notification> = sel4::Cap::from_cptr(console);
+    for turn in 0u64.. {
+        let claim = if turn % 2 == 0 { me } else { 0x3fe };
+        word.store(claim | (turn & 1), Ordering::Release);
         own.wait();
     }
 }
