@@ -21,8 +21,8 @@ pub struct Objects {
     endpoints: BTreeMap<String, u64>,
     notifications: BTreeMap<String, u64>,
     regions: BTreeMap<String, (Vec<Object>, Option<u64>)>,
-    /// IRQ handler slot per entry of `System::irqs`.
-    irqs: Vec<u64>,
+    /// Per entry of `System::irqs`: the handler's slot and the badged notification it delivers to.
+    irqs: Vec<(u64, u64)>,
     /// Device frames per entry of `System::mmio`.
     mmio: Vec<Vec<Object>>,
     /// The supervisor's own notification (bound to the root task's thread): reporters, the
@@ -116,7 +116,7 @@ impl Objects {
             let handler: Cap<IrqHandler> = Cap::from_cptr(slot);
             handler.set_notification(Cap::from_cptr(badged))?;
             handler.ack()?;
-            irqs.push(slot);
+            irqs.push((slot, badged));
         }
 
         // Device memory.
@@ -186,11 +186,15 @@ pub fn grant_to(c: &mut Component, system: &System, objects: &Objects, mem: &mut
     for p in system.io_ports.iter().filter(|p| p.component == me) {
         c.grant(&p.name, CapKind::IoPort, init::IO_PORT.cptr(), CapRights::ALL, CapData::io_ports(p.first, p.last), 0)?;
     }
-    for (q, &slot) in system.irqs.iter().zip(&objects.irqs) {
+    for (q, &(slot, badged)) in system.irqs.iter().zip(&objects.irqs) {
         if q.component == c.name {
             c.grant(&q.name, CapKind::IrqHandler, slot, CapRights::ALL, CapData::NONE, 0)?;
-            // A previous instance may have died with the interrupt masked (taken, not acked).
-            let _ = Cap::<IrqHandler>::from_cptr(slot).ack();
+            // A previous instance may have pointed the interrupt elsewhere (the handler
+            // capability lets its holder change the notification, and rights cannot stop that)
+            // or died with it masked (taken, not acked): the new one starts as described.
+            let handler = Cap::<IrqHandler>::from_cptr(slot);
+            handler.set_notification(Cap::from_cptr(badged))?;
+            let _ = handler.ack();
         }
     }
     for (m, frames) in system.mmio.iter().zip(&objects.mmio) {

@@ -395,7 +395,15 @@ impl Supervisor<'_> {
             })
             .unwrap_or((None, 0));
         let (injected, pci) = left;
-        if pci != 0 {
+        // The page is the component's to write: act on the function it names only if it could
+        // reach every PCI function's configuration itself (holds the 0xCF8-0xCFF ports), so
+        // that a component cannot make the root task stop another's device.
+        let name = &self.system().components[ci].name;
+        let owns_pci_config = self.system().io_ports.iter().any(|p| &p.component == name && p.first <= 0xCF8 && p.last >= 0xCFF);
+        if pci != 0 && !owns_pci_config {
+            println!("component `{name}` named a PCI function in its health page without holding the PCI configuration ports; ignored");
+        }
+        if pci != 0 && owns_pci_config {
             if let Err(e) = watch::quiesce_pci(pci - 1) {
                 println!("component `{}`: could not stop its device's DMA: {e}", self.components[ci].name);
             }

@@ -127,7 +127,9 @@ impl Event {
         Event { waiters: AtomicU64::new(0) }
     }
 
-    /// Returns once `ready()` holds, blocking in between.
+    /// Returns once `ready()` holds, blocking in between. `ready` must not block (on a
+    /// [`Mutex`] or anything else using the thread's notification): a wake-up it consumed would
+    /// be lost to this wait. Reading atomics, as libsock's conditions do, is fine.
     pub fn wait_until(&self, ready: &dyn Fn() -> bool) {
         let me = current_thread();
         let wake = WAKE[me].load(SeqCst);

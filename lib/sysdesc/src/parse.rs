@@ -279,6 +279,17 @@ pub fn parse(text: &str, max_cores: u8) -> Result<System, Vec<DescError>> {
                 claim_cap(err, &h.component, &name, &format!("{kind} `{}`", ch.name));
                 holders.push(Holder { component: h.component, badge: h.badge, name });
             }
+            // The holder without a badge receives (or waits): two of them could take each
+            // other's messages.
+            let owners: Vec<&str> = holders.iter().filter(|h| h.badge == 0).map(|h| h.component.as_str()).collect();
+            if owners.len() > 1 {
+                err(format!(
+                    "{kind} `{}`: {} holders without a badge ({}); only one may receive, the others need badges",
+                    ch.name,
+                    owners.len(),
+                    owners.join(", ")
+                ));
+            }
             out.push(Channel { name: ch.name, holders, death_notices: ch.death_notices });
         }
         out
@@ -704,6 +715,12 @@ mod tests {
     fn typos_in_keys_are_rejected() {
         let errs = errors_of(&GOOD.replace("priority = 100\n        [[component]]", "prioirty = 100\n        [[component]]"));
         assert!(!errs.is_empty());
+    }
+
+    #[test]
+    fn one_receiver_per_channel() {
+        let errs = errors_of(&GOOD.replace("{ component = \"ping\", badge = 7 }", "{ component = \"ping\" }"));
+        assert!(errs.iter().any(|e| e.contains("endpoint `pp`: 2 holders without a badge (pong, ping)")), "{errs:?}");
     }
 
     #[test]
