@@ -271,7 +271,10 @@ impl<T: Transport> Client<T> {
                     self.waiter.store(false, Ordering::Release);
                     return Wake::Signalled;
                 }
-                let w = self.transport.wait(timeout);
+                let w = match timeout {
+                    Some(t) if self.transport.timed_wait_polls() && self.alarm(t) => self.transport.wait(None),
+                    _ => self.transport.wait(timeout),
+                };
                 if w == Wake::Signalled {
                     self.wake_gen.fetch_add(1, Ordering::AcqRel);
                 }
@@ -279,14 +282,36 @@ impl<T: Transport> Client<T> {
                 self.transport.unpark_all();
                 return w;
             }
-            if deadline.is_some() {
-                self.transport.relax();
-            } else {
+            // Behind the waiter: park until it passes a signal on or leaves. With a deadline,
+            // park only if the server will signal by then (the alarm wakes the waiter, which
+            // unparks everyone); else poll.
+            let parkable = match timeout {
+                None => true,
+                Some(t) => self.transport.timed_wait_polls() && self.alarm(t),
+            };
+            if parkable {
                 self.transport.park_until(&|| {
                     self.wake_gen.load(Ordering::Acquire) != token || !self.waiter.load(Ordering::Acquire)
                 });
+            } else {
+                self.transport.relax();
             }
         }
+    }
+
+    /// Asks the server to signal this client after `t` (`Request::WakeAfter`); whether it will.
+    fn alarm(&self, t: Duration) -> bool {
+        let micros = u64::try_from(t.as_micros()).unwrap_or(u64::MAX).max(1);
+        matches!(self.rpc(&Request::WakeAfter { micros }), Ok(Response::Ok))
+    }
+
+    /// Blocks until the server signals this client (some socket's readiness changed) or
+    /// `timeout` passes: for event loops that wait with nothing to poll. Spurious wake-ups are
+    /// possible; callers re-check their state.
+    pub fn wait_for_signal(&self, timeout: Option<Duration>) -> Wake {
+        let token = self.wake_token();
+        let deadline = timeout.map(|t| self.transport.now() + t);
+        self.wait_since(token, deadline)
     }
 
     fn acquire<'a>(&'a self, pool: &'a SlotPool, tx: bool) -> Result<Slot<'a, T>, Errno> {
@@ -856,6 +881,7 @@ mod tests {
             Request::GetPeerName { handle: h },
             Request::SetSockOpt { handle: h, value: SockOptValue::SndBuf(u32::MAX) },
             Request::GetSockOpt { handle: h, opt: SockOpt::Error },
+            Request::WakeAfter { micros: u64::MAX },
         ];
         for r in &reqs {
             let mut out = [0u8; SMALL_MSG];

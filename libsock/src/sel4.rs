@@ -110,6 +110,10 @@ impl Transport for Sel4Transport {
     fn unpark_all(&self) {
         self.parked.notify_all();
     }
+
+    fn timed_wait_polls(&self) -> bool {
+        true
+    }
 }
 
 /// Why a component could not reach the net server.

@@ -74,6 +74,13 @@ pub trait Transport {
 
     /// Wakes every thread in [`park_until`](Transport::park_until). Default: nothing to do.
     fn unpark_all(&self) {}
+
+    /// Whether [`wait`](Transport::wait) with a timeout can only poll (seL4 5.0 has no timed
+    /// `Wait`). Then a client about to block until a deadline asks the server for a wake-up at
+    /// that deadline (`Request::WakeAfter`) and blocks without a timeout. Default: `false`.
+    fn timed_wait_polls(&self) -> bool {
+        false
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for alloc::sync::Arc<T> {
@@ -99,5 +106,8 @@ impl<T: Transport + ?Sized> Transport for alloc::sync::Arc<T> {
     }
     fn unpark_all(&self) {
         (**self).unpark_all()
+    }
+    fn timed_wait_polls(&self) -> bool {
+        (**self).timed_wait_polls()
     }
 }

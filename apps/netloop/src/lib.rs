@@ -285,7 +285,7 @@ impl<T: Transport> EventLoop<T> {
         let ready = if self.fds.is_empty() {
             // Nothing to poll: just let the time pass (sources with deadlines only).
             if timeout != Some(Duration::ZERO) {
-                let _ = self.client.transport().wait(Some(timeout.unwrap_or(Duration::from_millis(100))));
+                let _ = self.client.wait_for_signal(Some(timeout.unwrap_or(Duration::from_millis(100))));
             }
             0
         } else {

@@ -464,7 +464,7 @@ impl Net {
                 }
             }
             // The fake server keeps no counters.
-            Request::Stats => Err(Errno::ENOSYS),
+            Request::Stats | Request::WakeAfter { .. } => Err(Errno::ENOSYS),
             Request::Poll { fds } => {
                 let mut revents = PollReady::new();
                 for e in fds.iter() {

@@ -266,6 +266,7 @@ mod tests {
             Request::GetSockOpt { handle: h, opt: SockOpt::Error },
             Request::Poll { fds: Box::new(fds) },
             Request::Stats,
+            Request::WakeAfter { micros: u64::MAX },
         ];
         let mut largest = 0;
         for r in reqs {

@@ -74,6 +74,11 @@ pub enum Request {
     /// The net server's counters (for a status page such as the http app's `/stats`); needs a
     /// session like every request but `Hello`. → `Stats`.
     Stats,
+    /// Signal this client's notification once `micros` have passed (or earlier, if an earlier
+    /// alarm is pending: the client keeps one, the earliest). For transports whose own waits
+    /// cannot time out (seL4 5.0 has no timed `Wait`): a client about to block until a deadline
+    /// asks for this, then blocks without one. → `Ok`.
+    WakeAfter { micros: u64 },
 }
 
 /// Session information returned by `Hello`.

@@ -71,8 +71,9 @@ fn opt_value(r: &mut Rng) -> SockOptValue {
 fn request(r: &mut Rng) -> Request {
     let h = handle(r);
     let buf = BufDesc { offset: r.u32(), len: r.u32() };
-    match r.below(16) {
+    match r.below(17) {
         14 => Request::Stats,
+        16 => Request::WakeAfter { micros: (u64::from(r.u32()) << 32) | u64::from(r.u32()) },
         0 => Request::Hello { version: r.u16() },
         1 => Request::Socket {
             domain: if r.bool() { Domain::Inet } else { Domain::Inet6 },

@@ -116,6 +116,7 @@ impl<R: RawLock> Server<R> {
             Request::GetPeerName { handle } => self.peer_addr(c, handle).map(Response::Addr),
             Request::SetSockOpt { handle, value } => self.set_option(c, handle, value).map(|()| Response::Ok),
             Request::GetSockOpt { handle, opt } => self.get_option(c, handle, opt).map(Response::SockOpt),
+            Request::WakeAfter { micros } => self.wake_after(c, micros).map(|()| Response::Ok),
             Request::Stats => {
                 self.client_area(c)?;
                 Ok(Response::Stats(alloc::boxed::Box::new(self.net_stats())))

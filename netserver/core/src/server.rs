@@ -166,6 +166,8 @@ pub(crate) struct Client<R: RawLock> {
     pub signal: Arc<dyn Signal>,
     pub area: Option<DataArea<Region>>,
     pub table: Mutex<Handles, HandleTable<Arc<Socket<R>>>, R>,
+    /// When (clock micros) to signal the client for `WakeAfter`; `u64::MAX`: no alarm.
+    pub alarm: core::sync::atomic::AtomicU64,
 }
 
 pub(crate) struct Shared<R: RawLock> {
@@ -479,6 +481,7 @@ impl<R: RawLock> Server<R> {
             signal,
             area,
             table: Mutex::new(HandleTable::new(seed | 1, self.inner.cfg.max_sockets_per_client)),
+            alarm: core::sync::atomic::AtomicU64::new(u64::MAX),
         });
         let old = {
             let shard = self.inner.registry.get((c as usize) % self.inner.registry.len().max(1)).ok_or(Errno::EINVAL)?;
@@ -488,6 +491,33 @@ impl<R: RawLock> Server<R> {
             self.close_all(&old);
         }
         Ok(())
+    }
+
+    /// `WakeAfter`: the client's alarm, kept at the earliest one asked for.
+    pub fn wake_after(&self, c: ClientId, micros: u64) -> Result<(), Errno> {
+        let client = self.lookup_client(c)?;
+        let at = self.inner.clock.now_micros().saturating_add(micros);
+        client.alarm.fetch_min(at, core::sync::atomic::Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Signals every client whose `WakeAfter` alarm is due, and clears it; returns how many.
+    /// The platform's timer calls it on each tick (that tick is the alarms' resolution). A
+    /// client that set a later alarm meanwhile may be woken early: it re-checks its deadline and
+    /// asks again, so nothing is lost.
+    pub fn fire_alarms(&self) -> usize {
+        use core::sync::atomic::Ordering;
+        let now = self.inner.clock.now_micros();
+        let mut fired = 0;
+        for shard in &self.inner.registry {
+            for client in shard.lock().values() {
+                if client.alarm.load(Ordering::Acquire) <= now && client.alarm.swap(u64::MAX, Ordering::AcqRel) <= now {
+                    client.signal.signal();
+                    fired += 1;
+                }
+            }
+        }
+        fired
     }
 
     /// A client died (or disconnected): closes all its sockets with RST to the peers and frees

@@ -235,10 +235,17 @@ fn main(info: &'static StartInfo) {
     // 4. Clients.
     let registered: &'static [u64] = Box::leak(clients::register_all(&server).into_boxed_slice());
 
-    // Death notices from the supervisor, checked on every timer tick.
-    if let Some(deaths) = clients::DeathNotices::from_grants() {
+    // On every timer tick: death notices from the supervisor, and the clients' `WakeAfter`
+    // alarms (how an app blocks until a deadline: seL4 5.0 has no timed wait).
+    {
+        let deaths = clients::DeathNotices::from_grants();
         let server = server.clone();
-        time::on_tick(move || deaths.reap(&server));
+        time::on_tick(move || {
+            if let Some(deaths) = &deaths {
+                deaths.reap(&server);
+            }
+            server.fire_alarms();
+        });
     }
 
     // 5. IPC threads: `ipc<n>` serves endpoint `net.<n>` (one per core; a description with one

@@ -88,6 +88,9 @@ impl Transport for FpuProbe {
     fn unpark_all(&self) {
         self.inner.unpark_all()
     }
+    fn timed_wait_polls(&self) -> bool {
+        self.inner.timed_wait_polls()
+    }
 }
 
 fn main(_info: &'static StartInfo) {
