@@ -29,7 +29,7 @@ pub const TICK: u64 = 1 << 26;
 /// A component freed the console lock that others wait for: wake them.
 pub const CONSOLE: u64 = 1 << 25;
 /// Components that can be reported faulty: one bit each, below [`CONSOLE`].
-const REPORTABLE: usize = 25;
+const REPORTABLE: usize = sysdesc::MAX_REPORTABLE;
 
 /// The badge of the capability that reports component `target` faulty.
 pub fn report_badge(target: usize) -> Option<u64> {

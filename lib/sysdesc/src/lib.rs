@@ -63,6 +63,10 @@ pub const USER_TOP: u64 = 0x7FFF_FFFF_F000;
 /// IOAPIC pin. No component may be granted them.
 pub const SUPERVISOR_CLOCK_PORTS: (u16, u16) = (0x70, 0x71);
 pub const SUPERVISOR_CLOCK_PIN: u8 = 8;
+/// COM1's I/O ports: the kernel's console (every component's `println!`, and what the tests read).
+pub const CONSOLE_SERIAL_PORTS: (u16, u16) = (0x3F8, 0x3FF);
+/// Most components the supervisor can be told about (`reported_by`): one badge bit each.
+pub const MAX_REPORTABLE: usize = 25;
 /// COM2's I/O ports, the root task's when `[supervisor] control_serial` is on.
 pub const SUPERVISOR_SERIAL_PORTS: (u16, u16) = (0x2F8, 0x2FF);
 

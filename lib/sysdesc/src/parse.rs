@@ -307,6 +307,10 @@ pub fn parse(text: &str, max_cores: u8) -> Result<System, Vec<DescError>> {
                 Some(ch) if ch.holders.iter().any(|x| x.badge == h.badge) => {
                     err(format!("component `{}`: heartbeat badge {} is also a holder's badge of `{}`", c.name, h.badge, ch.name))
                 }
+                Some(ch) if ch.holders.iter().any(|x| x.component == c.name && x.name == h.notification && x.badge != 0) => err(format!(
+                    "component `{}`: heartbeat notification `{}` must be the one it holds without a badge (it waits on it)",
+                    c.name, h.notification
+                )),
                 Some(_) => {}
             }
             if h.badge == 0 || h.badge > MAX_BADGE {
@@ -315,6 +319,12 @@ pub fn parse(text: &str, max_cores: u8) -> Result<System, Vec<DescError>> {
             if h.timeout_ms == 0 {
                 err(format!("component `{}`: heartbeat timeout_ms must be positive", c.name));
             }
+        }
+        if !c.reported_by.is_empty() && components.iter().position(|x| x.name == c.name).is_some_and(|i| i >= MAX_REPORTABLE) {
+            err(format!(
+                "component `{}`: only the first {MAX_REPORTABLE} components can be reported faulty (list it earlier)",
+                c.name
+            ));
         }
         for r in &c.reported_by {
             if !known(&r.component) {
@@ -418,13 +428,16 @@ pub fn parse(text: &str, max_cores: u8) -> Result<System, Vec<DescError>> {
             err(format!("io_port `{}`: first port {:#x} is above last {:#x}", p.name, p.first, p.last));
         }
         claim_cap(&mut err, &p.component, &p.name, "io_port");
-        let mut reserved = alloc::vec![(SUPERVISOR_CLOCK_PORTS, "the supervisor's clock (the RTC)")];
+        let mut reserved = alloc::vec![
+            (SUPERVISOR_CLOCK_PORTS, "the supervisor's clock (the RTC)"),
+            (CONSOLE_SERIAL_PORTS, "the kernel's console (COM1)"),
+        ];
         if raw.supervisor.control_serial {
             reserved.push((SUPERVISOR_SERIAL_PORTS, "the supervisor's control channel (COM2)"));
         }
         for ((first, last), what) in reserved {
             if p.first <= last && first <= p.last {
-                err(format!("io_port `{}` ({}): ports {first:#x}-{last:#x} are {what}'s", p.name, p.component));
+                err(format!("io_port `{}` ({}): ports {first:#x}-{last:#x} are reserved for {what}", p.name, p.component));
             }
         }
         for q in &raw.io_port[i + 1..] {
@@ -441,18 +454,24 @@ pub fn parse(text: &str, max_cores: u8) -> Result<System, Vec<DescError>> {
         if !known(&q.component) {
             err(format!("irq `{}`: unknown component `{}`", q.name, q.component));
         }
-        let holds = notifications
+        let holder = notifications
             .iter()
-            .any(|n| n.holders.iter().any(|h| h.component == q.component && h.name == q.notification));
-        if !holds {
-            err(format!(
-                "irq `{}`: component `{}` holds no notification named `{}`",
-                q.name, q.component, q.notification
-            ));
+            .flat_map(|n| n.holders.iter())
+            .find(|h| h.component == q.component && h.name == q.notification);
+        match holder {
+            None => err(format!("irq `{}`: component `{}` holds no notification named `{}`", q.name, q.component, q.notification)),
+            Some(h) if h.badge != 0 => err(format!(
+                "irq `{}`: notification `{}` must be one `{}` holds without a badge (it waits on it)",
+                q.name, q.notification, q.component
+            )),
+            Some(_) => {}
         }
         claim_cap(&mut err, &q.component, &q.name, "irq");
         let source = match (q.ioapic_pin, q.msi) {
             (Some(pin), None) => {
+                if pin > 23 {
+                    err(format!("irq `{}`: the IOAPIC has pins 0-23, not {pin}", q.name));
+                }
                 if pin == SUPERVISOR_CLOCK_PIN {
                     err(format!("irq `{}` ({}): IOAPIC pin {pin} is the supervisor's clock (the RTC)", q.name, q.component));
                 }
@@ -501,6 +520,17 @@ pub fn parse(text: &str, max_cores: u8) -> Result<System, Vec<DescError>> {
     if let Some(r) = &raw.supervisor.restart_log {
         if !region_names.contains(r) {
             err(format!("supervisor: restart_log names no region `{r}`"));
+        }
+    }
+    // What the supervisor writes for a component to read must not be writable by anyone else.
+    let supervisor_written = endpoints
+        .iter()
+        .chain(notifications.iter())
+        .filter_map(|ch| ch.death_notices.as_deref().map(|r| (r, "death notices")))
+        .chain(raw.supervisor.restart_log.as_deref().map(|r| (r, "the restart log")));
+    for (name, what) in supervisor_written {
+        for m in regions.iter().filter(|r| r.name == name).flat_map(|r| r.maps.iter()).filter(|m| m.writable) {
+            err(format!("region `{name}` carries {what} from the supervisor: `{}` must map it read-only", m.component));
         }
     }
     let supervisor = Supervisor { control_serial: raw.supervisor.control_serial, restart_log: raw.supervisor.restart_log };
@@ -576,7 +606,11 @@ mod tests {
             "{GOOD}
             [supervisor]
             control_serial = true
-            restart_log = \"shared\""
+            restart_log = \"log\"
+            [[region]]
+            name = \"log\"
+            size = 4096
+            maps = [{{ component = \"pong\", writable = false }}]"
         )
         .replace(
             "name = \"pong\"",
@@ -587,15 +621,38 @@ mod tests {
         assert_eq!(pong.heartbeat.as_ref().map(|h| (h.badge, h.timeout_ms)), Some((4, 100)));
         assert_eq!(pong.reported_by[0].name, "pong_faulty");
         assert!(sys.supervisor.control_serial);
-        assert_eq!(sys.supervisor.restart_log.as_deref(), Some("shared"));
+        assert_eq!(sys.supervisor.restart_log.as_deref(), Some("log"));
 
-        let errs = errors_of(&text.replace("badge = 4", "badge = 1").replace("restart_log = \"shared\"", "restart_log = \"nowhere\""));
+        let errs = errors_of(&text.replace("badge = 4", "badge = 1").replace("restart_log = \"log\"", "restart_log = \"nowhere\""));
         assert!(errs.iter().any(|e| e.contains("heartbeat badge 1 is also a holder's badge")), "{errs:?}");
         assert!(errs.iter().any(|e| e.contains("restart_log names no region `nowhere`")), "{errs:?}");
         let errs = errors_of(&text.replace("name = \"pong_faulty\"", "name = \"bell\""));
         assert!(errs.iter().any(|e| e.contains("two capabilities named `bell`")), "{errs:?}");
         let errs = errors_of(&text.replace("notification = \"bell\"", "notification = \"gong\""));
         assert!(errs.iter().any(|e| e.contains("no notification `gong`")), "{errs:?}");
+        // The supervisor's writings are read-only for everyone else.
+        let errs = errors_of(&text.replace("restart_log = \"log\"", "restart_log = \"shared\""));
+        assert!(errs.iter().any(|e| e.contains("region `shared` carries the restart log from the supervisor: `ping` must map it read-only")), "{errs:?}");
+    }
+
+    #[test]
+    fn interrupts_go_to_a_notification_the_holder_waits_on() {
+        let irq = |pin: u8, component: &str| {
+            format!(
+                "{GOOD}
+                [[irq]]
+                component = \"{component}\"
+                name = \"i\"
+                ioapic_pin = {pin}
+                notification = \"bell\"
+                badge = 2"
+            )
+        };
+        assert!(parse(&irq(11, "pong"), 2).is_ok());
+        let errs = errors_of(&irq(11, "ping"));
+        assert!(errs.iter().any(|e| e.contains("notification `bell` must be one `ping` holds without a badge")), "{errs:?}");
+        let errs = errors_of(&irq(30, "pong"));
+        assert!(errs.iter().any(|e| e.contains("the IOAPIC has pins 0-23, not 30")), "{errs:?}");
     }
 
     #[test]
@@ -681,23 +738,23 @@ mod tests {
             [[io_port]]
             component = \"ping\"
             name = \"com\"
-            first = 0x3f8
-            last = 0x3ff
+            first = 0x3e8
+            last = 0x3ef
             [[io_port]]
             component = \"pong\"
             name = \"com2\"
-            first = 0x3f8
-            last = 0x3f8"
+            first = 0x3e8
+            last = 0x3e8"
         );
         let errs = errors_of(&text);
         assert!(errs.iter().any(|e| e.contains("`bar` (ping) and `bar2` (pong) overlap in physical memory")), "{errs:?}");
         assert!(errs.iter().any(|e| e.contains("irq `b` (pong) and `a` (pong) are the same interrupt line")), "{errs:?}");
         assert!(errs.iter().any(|e| e.contains("io_port `com` (ping) and `com2` (pong) overlap")), "{errs:?}");
-        let errs = errors_of(&text.replace("ioapic_pin = 11\n            notification = \"bell\"\n            badge = 2", "ioapic_pin = 8\n            notification = \"bell\"\n            badge = 2").replace("first = 0x3f8\n            last = 0x3ff", "first = 0x60\n            last = 0x7f"));
+        let errs = errors_of(&text.replace("ioapic_pin = 11\n            notification = \"bell\"\n            badge = 2", "ioapic_pin = 8\n            notification = \"bell\"\n            badge = 2").replace("first = 0x3e8\n            last = 0x3ef", "first = 0x60\n            last = 0x7f"));
         assert!(errs.iter().any(|e| e.contains("irq `a` (pong): IOAPIC pin 8 is the supervisor's clock")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.contains("io_port `com` (ping): ports 0x70-0x71 are the supervisor's clock")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.contains("io_port `com` (ping): ports 0x70-0x71 are reserved for the supervisor's clock")), "{errs:?}");
         // Apart, they are fine.
-        let apart = text.replace("paddr = 0xfeb01000", "paddr = 0xfeb02000").replace("ioapic_pin = 11\n            notification = \"bell\"\n            badge = 4", "ioapic_pin = 10\n            notification = \"bell\"\n            badge = 4").replace("first = 0x3f8\n            last = 0x3f8", "first = 0x2f8\n            last = 0x2f8");
+        let apart = text.replace("paddr = 0xfeb01000", "paddr = 0xfeb02000").replace("ioapic_pin = 11\n            notification = \"bell\"\n            badge = 4", "ioapic_pin = 10\n            notification = \"bell\"\n            badge = 4").replace("first = 0x3e8\n            last = 0x3e8", "first = 0x2e8\n            last = 0x2e8");
         assert!(parse(&apart, 2).is_ok(), "{:?}", errors_of(&apart));
     }
 
