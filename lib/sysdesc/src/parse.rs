@@ -406,6 +406,22 @@ pub fn parse(text: &str, max_cores: u8) -> Result<System, Vec<DescError>> {
         }
     }
 
+    // Endpoints that share death notices serve one population of clients, named by badge: a
+    // badge must name one client across all of them.
+    let mut client_badges: BTreeMap<(&str, u64), &str> = BTreeMap::new();
+    for ch in &endpoints {
+        let Some(r) = ch.death_notices.as_deref() else { continue };
+        for h in ch.holders.iter().filter(|h| h.badge != 0) {
+            if let Some(other) = client_badges.insert((r, h.badge), h.component.as_str()) {
+                if other != h.component {
+                    err(format!(
+                        "badge {} names both `{other}` and `{}` among the clients of `{r}`'s endpoints",
+                        h.badge, h.component
+                    ));
+                }
+            }
+        }
+    }
     for ch in endpoints.iter().chain(notifications.iter()) {
         if let Some(r) = &ch.death_notices {
             if !region_names.contains(r) {
@@ -633,6 +649,29 @@ mod tests {
         // The supervisor's writings are read-only for everyone else.
         let errs = errors_of(&text.replace("restart_log = \"log\"", "restart_log = \"shared\""));
         assert!(errs.iter().any(|e| e.contains("region `shared` carries the restart log from the supervisor: `ping` must map it read-only")), "{errs:?}");
+    }
+
+    #[test]
+    fn a_badge_names_one_client_across_endpoints_with_shared_death_notices() {
+        let text = format!(
+            "{GOOD}
+            [[component]]
+            name = \"third\"
+            priority = 90
+            [[endpoint]]
+            name = \"pp2\"
+            death_notices = \"deaths\"
+            holders = [{{ component = \"pong\", name = \"pp2\" }}, {{ component = \"third\", badge = 7 }}]
+            [[region]]
+            name = \"deaths\"
+            size = 4096
+            maps = [{{ component = \"pong\", writable = false }}]"
+        )
+        .replace("name = \"pp\"\n", "name = \"pp\"\n        death_notices = \"deaths\"\n");
+        let errs = errors_of(&text);
+        assert!(errs.iter().any(|e| e.contains("badge 7 names both `ping` and `third`")), "{errs:?}");
+        let ok = text.replace("{ component = \"third\", badge = 7 }", "{ component = \"third\", badge = 8 }");
+        assert!(parse(&ok, 2).is_ok(), "{:?}", errors_of(&ok));
     }
 
     #[test]
