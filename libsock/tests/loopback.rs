@@ -351,16 +351,18 @@ fn server_restart_is_reported_and_reconnect_recovers() {
     drop(u); // closing a stale handle fails quietly
 }
 
-#[test]
-fn concurrent_senders_share_two_slots_without_mixing_data() {
-    let net = FakeNet::new(4 * BIG);
+/// Four threads of client `c` each send 200 kB (a pattern of their own) to a listener of
+/// another client on `port`, all at once through `c`'s two slots; every stream arrives whole.
+fn four_concurrent_senders<T: Transport + 'static>(net: &FakeNet, c: &Arc<Client<T>>, port: u16)
+where
+    Client<T>: Send + Sync,
+{
     let srv = net.client();
-    let l = Arc::new(TcpListener::bind(&srv, addr(89)).unwrap());
-    let c = net.client();
+    let l = TcpListener::bind(&srv, addr(port)).unwrap();
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
     for k in 0..4u8 {
-        let s = TcpStream::connect(&c, addr(89)).unwrap();
+        let s = TcpStream::connect(c, addr(port)).unwrap();
         let (r, _) = l.accept().unwrap();
         let data: Vec<u8> = pattern(200_000).into_iter().map(|b| b.wrapping_add(k)).collect();
         receivers.push((r, data.clone()));
@@ -374,6 +376,12 @@ fn concurrent_senders_share_two_slots_without_mixing_data() {
         assert_eq!(read_exact(&r, data.len()), data);
     }
     drop(streams);
+}
+
+#[test]
+fn concurrent_senders_share_two_slots_without_mixing_data() {
+    let net = FakeNet::new(4 * BIG);
+    four_concurrent_senders(&net, &net.client(), 89);
 }
 
 #[test]
@@ -470,24 +478,6 @@ fn threads_waiting_for_each_other_park_instead_of_polling() {
         assert_eq!(r.join().unwrap(), vec![i as u8]);
     }
 
-    let srv = net.client();
-    let l = TcpListener::bind(&srv, addr(7110)).unwrap();
-    let mut senders = Vec::new();
-    let mut receivers = Vec::new();
-    for k in 0..4u8 {
-        let s = TcpStream::connect(&c, addr(7110)).unwrap();
-        let (r, _) = l.accept().unwrap();
-        let data: Vec<u8> = pattern(200_000).into_iter().map(|b| b.wrapping_add(k)).collect();
-        receivers.push((r, data.clone()));
-        senders.push(thread::spawn(move || {
-            assert_eq!(s.write(&data), Ok(data.len()));
-            s
-        }));
-    }
-    let streams: Vec<_> = senders.into_iter().map(|t| t.join().unwrap()).collect();
-    for (r, data) in receivers {
-        assert_eq!(read_exact(&r, data.len()), data);
-    }
+    four_concurrent_senders(&net, &c, 7110);
     assert_eq!(c.transport().relaxed.load(Ordering::Relaxed), 0, "threads waiting for a slot polled");
-    drop(streams);
 }
