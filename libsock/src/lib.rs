@@ -83,7 +83,7 @@ mod net;
 pub mod sel4;
 mod transport;
 
-pub use client::{Client, PollFd};
+pub use client::{Client, PollFd, POLL_BEFORE_BLOCKING};
 pub use net::{TcpListener, TcpStream, UdpSocket};
 pub use transport::{Transport, Wake};
 
