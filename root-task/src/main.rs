@@ -542,6 +542,8 @@ impl Supervisor<'_> {
             }
             Err(e) => {
                 self.beats[ci] = None;
+                // The failed instance may have registered its console notification already.
+                sel4_rt::log::set_console_waiter(ci as u16, None);
                 println!("component `{name}`: restart failed: {}; left stopped", e.0);
             }
         }
