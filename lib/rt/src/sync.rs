@@ -116,8 +116,9 @@ pub type MutexGuard<'a, T> = lock_api::MutexGuard<'a, RawMutex, T>;
 /// A wait queue for "until this condition holds" between threads of one component, blocking on
 /// each waiter's own notification (no spinning: see the module docs). A waiter records itself,
 /// *then* checks the condition; a notifier changes the state, *then* takes the recorded waiters
-/// and signals them. Sequentially consistent on both sides, so either the waiter's check sees
-/// the change or the notifier sees the waiter; a waiter woken for any other reason re-checks.
+/// and signals them. A sequentially consistent fence on each side between the two steps, so
+/// either the waiter's check sees the change or the notifier sees the waiter, whatever orderings
+/// the state itself uses; a waiter woken for any other reason re-checks.
 pub struct Event {
     waiters: AtomicU64,
 }
@@ -135,6 +136,9 @@ impl Event {
         let wake = WAKE[me].load(SeqCst);
         loop {
             self.waiters.fetch_or(1 << me, SeqCst);
+            // Pairs with the fence in `notify_all`: the caller's state may be plain
+            // release/acquire atomics, which alone do not order a store before a later load.
+            core::sync::atomic::fence(SeqCst);
             if ready() {
                 self.waiters.fetch_and(!(1 << me), SeqCst);
                 return;
@@ -149,6 +153,11 @@ impl Event {
 
     /// Wakes every waiting thread (each re-checks its condition). Call after changing the state.
     pub fn notify_all(&self) {
+        // See `wait_until`. Nobody waiting (the usual case, on every socket call): no write.
+        core::sync::atomic::fence(SeqCst);
+        if self.waiters.load(SeqCst) == 0 {
+            return;
+        }
         let mut waiters = self.waiters.swap(0, SeqCst);
         while waiters != 0 {
             let i = waiters.trailing_zeros() as usize;
