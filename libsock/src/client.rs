@@ -245,8 +245,9 @@ impl<T: Transport> Client<T> {
     /// One notification serves all of a client's threads, and consuming it clears it, so the
     /// threads share it: one thread at a time (the holder of `waiter`) blocks in
     /// `Transport::wait` and bumps `wake_gen` for every signal it consumes; the others park
-    /// (`Transport::park_until`; with a deadline they poll with `Transport::relax`, as a timed
-    /// wait must on seL4 5.0) until `wake_gen` moves or the waiter's place is free. No wake-up
+    /// (`Transport::park_until`; with a deadline, after asking the server for a wake-up by then,
+    /// or else polling with `Transport::relax`) until `wake_gen` moves or the waiter's place is
+    /// free. No wake-up
     /// is lost: the signal provoked by a request is sent after the server processed it, hence
     /// after the caller's token; whichever thread consumes it bumps `wake_gen` past the token
     /// and unparks the others.
